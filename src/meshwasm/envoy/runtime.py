@@ -1,0 +1,151 @@
+"""A running Envoy fed by file-based xDS: start it once, then reconfigure it live.
+
+This is the piece the local gateway, the test fixtures and the benchmarks
+share: one real Envoy whose listeners, clusters and ECDS filters are files
+in a directory, replaced atomically and applied without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from meshwasm.envoy.bootstrap import file_xds_bootstrap
+from meshwasm.envoy.process import EnvoyProcess
+from meshwasm.envoy.resources import Json
+from meshwasm.envoy.xds_files import XdsFiles
+from meshwasm.errors import MeshwasmError
+from meshwasm.net import free_port, wait_until
+
+
+class FileXdsEnvoy:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        admin_address: str = "127.0.0.1",
+        admin_port: int | None = None,
+        concurrency: int = 1,
+        node_id: str = "meshwasm-gateway",
+        cluster: str = "meshwasm",
+        log_level: str = "info",
+    ):
+        self.workdir = workdir
+        self.xds = XdsFiles(workdir / "xds")
+        self.admin_port = admin_port or free_port(admin_address)
+        self._listeners: dict[str, Json] = {}
+        self._clusters: dict[str, Json] = {}
+        self.xds.write_listeners([])
+        self.xds.write_clusters([])
+        bootstrap = file_xds_bootstrap(
+            node_id=node_id,
+            cluster=cluster,
+            admin_address=admin_address,
+            admin_port=self.admin_port,
+            xds_dir=self.xds.directory,
+        )
+        self.process = EnvoyProcess(
+            bootstrap,
+            workdir=workdir,
+            admin_address=admin_address,
+            admin_port=self.admin_port,
+            concurrency=concurrency,
+            log_level=log_level,
+        )
+        self.admin = self.process.admin
+
+    def start(self, *, timeout: float = 60.0, progress: Callable[[str], None] | None = None) -> float:
+        self.process.start()
+        return self.process.wait_ready(timeout, progress=progress)
+
+    def stop(self) -> None:
+        self.process.stop()
+
+    # -- configuration -----------------------------------------------------------------
+
+    def set_filter(self, typed_extension_config: Json) -> None:
+        """Write (or replace) one ECDS filter; listeners pick it up by name."""
+        self.xds.write_filter(typed_extension_config)
+
+    def remove_filter(self, name: str) -> None:
+        self.xds.remove_filter(name)
+
+    def set_clusters(self, clusters: Sequence[Json]) -> None:
+        self._clusters = {c["name"]: c for c in clusters}
+        self.xds.write_clusters(list(self._clusters.values()))
+
+    def upsert_cluster(self, cluster: Json) -> None:
+        self._clusters[cluster["name"]] = cluster
+        self.xds.write_clusters(list(self._clusters.values()))
+
+    def set_listeners(self, listeners: Sequence[Json]) -> None:
+        self._listeners = {listener["name"]: listener for listener in listeners}
+        self.xds.write_listeners(list(self._listeners.values()))
+
+    def upsert_listener(self, listener: Json) -> None:
+        self._listeners[listener["name"]] = listener
+        self.xds.write_listeners(list(self._listeners.values()))
+
+    def remove_listener(self, name: str) -> None:
+        self._listeners.pop(name, None)
+        self.xds.write_listeners(list(self._listeners.values()))
+
+    # -- observing what Envoy applied ------------------------------------------------------
+
+    def listener_states(self) -> dict[str, str]:
+        """Listener name -> 'active' or 'warming', from the config dump."""
+        states: dict[str, str] = {}
+        for config in self.admin.config_dump().get("configs", []):
+            if config.get("@type", "").endswith("ListenersConfigDump"):
+                for listener in config.get("dynamic_listeners", []):
+                    if "warming_state" in listener:
+                        states[listener["name"]] = "warming"
+                    elif "active_state" in listener:
+                        states[listener["name"]] = "active"
+        return states
+
+    def wait_listener_active(self, name: str, timeout: float = 30.0) -> None:
+        if not wait_until(
+            lambda: self.listener_states().get(name) == "active", timeout=timeout, alive=self.process.alive
+        ):
+            self.process.ensure_alive()
+            raise MeshwasmError(
+                f"listener {name} not active after {timeout:.0f} s (states: {self.listener_states()});"
+                f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
+            )
+
+    def ecds_filter(self, name: str) -> dict[str, Any] | None:
+        for entry in self.admin.ecds_filters():
+            if entry.get("ecds_filter", {}).get("name") == name:
+                result: dict[str, Any] = entry
+                return result
+        return None
+
+    def wait_filter_applied(self, typed_extension_config: Json, timeout: float = 30.0) -> None:
+        """Wait until the config dump shows exactly this ECDS resource."""
+        want = json.dumps(typed_extension_config["typed_config"], sort_keys=True)
+
+        def applied() -> bool:
+            entry = self.ecds_filter(typed_extension_config["name"])
+            if entry is None:
+                return False
+            have = entry["ecds_filter"].get("typed_config", {})
+            return bool(_normalize(have) == _normalize(json.loads(want)))
+
+        if not wait_until(applied, timeout=timeout, interval=0.1, alive=self.process.alive):
+            self.process.ensure_alive()
+            raise MeshwasmError(
+                f"ECDS filter {typed_extension_config['name']} not applied after {timeout:.0f} s;"
+                f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
+            )
+
+
+def _normalize(value: Any) -> Any:
+    """Compare configs the way Envoy prints them back: defaults (false, empty) dropped."""
+    if isinstance(value, dict):
+        return {k: _normalize(v) for k, v in value.items() if v not in (False, "", {}, [], None)}
+    if isinstance(value, list):
+        return [_normalize(v) for v in value]
+    return value

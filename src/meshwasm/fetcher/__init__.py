@@ -1,0 +1,1 @@
+"""The wasmfetcher service: pulls wasm images from registries and serves modules to gateways."""

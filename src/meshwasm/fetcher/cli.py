@@ -1,0 +1,9 @@
+"""Command-line verbs for the fetcher area (registered into `meshwasm` by meshwasm.cli)."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this area's verbs to the root app."""

@@ -1,0 +1,1 @@
+"""The local gateway: agent, Envoy process, xDS delivery, upstreams (`meshwasm up`)."""

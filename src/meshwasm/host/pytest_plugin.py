@@ -1,0 +1,1 @@
+"""pytest fixtures for plugin authors (installed with the package as the `meshwasm` pytest plugin)."""

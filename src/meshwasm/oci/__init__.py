@@ -1,0 +1,1 @@
+"""OCI wasm images: build, push, pull, inspect (registry client)."""

@@ -1,0 +1,1 @@
+"""Pure translations: TSB resources to Istio resources to Envoy configuration."""
