@@ -101,3 +101,7 @@ def main() -> None:
             exc.show()
             sys.exit(ExitCode.USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
         raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,9 +1,135 @@
-"""Command-line verbs for the gateway area (registered into `meshwasm` by meshwasm.cli)."""
+"""`meshwasm up` (the local gateway) and `meshwasm inspect` (what a running gateway serves)."""
 
 from __future__ import annotations
 
+import json
+import signal
+import time
+from pathlib import Path
+from types import FrameType
+from typing import Annotated
+
 import typer
+
+from meshwasm import ui
+from meshwasm.errors import ExitCode, MeshwasmError
+
+
+def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
+    # SIGTERM stops `up` exactly like Ctrl-C: the same cleanup path.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def up(
+    tree: Annotated[Path, typer.Argument(help="A kustomize tree (e.g. tsb/), a directory or a file.")],
+    bind: Annotated[str, typer.Option(help="Address the gateway listens on.")] = "127.0.0.1",
+    port_offset: Annotated[
+        int | None, typer.Option(help="Listen on gateway port + N (80 -> 80+N); default: free ports.")
+    ] = None,
+    upstream: Annotated[
+        list[str] | None,
+        typer.Option(help="Serve a destination from a local process: NAMESPACE/NAME=HOST:PORT (repeatable)."),
+    ] = None,
+    registry: Annotated[
+        bool, typer.Option("--registry/--no-registry", help="Start the loopback registry the tree names.")
+    ] = False,
+    push: Annotated[
+        Path | None, typer.Option(help="Push this .wasm to the tree's loopback image references first.")
+    ] = None,
+    fetcher: Annotated[
+        bool, typer.Option("--fetcher/--no-fetcher", help="Fetch modules through a local wasmfetcher.")
+    ] = True,
+    watch: Annotated[bool, typer.Option("--watch/--no-watch", help="Apply edits to the tree live.")] = True,
+    gateway: Annotated[
+        str | None, typer.Option(help="Which gateway workload, by labels (LABEL=VALUE,...), if several.")
+    ] = None,
+    cache_dir: Annotated[
+        Path | None, typer.Option(help="Module caches [default: $MESHWASM_CACHE_DIR or ~/.cache/meshwasm].")
+    ] = None,
+    repull_interval: Annotated[
+        float, typer.Option(help="Seconds between checks for new modules of Always plugins.")
+    ] = 1.0,
+    restart_envoy: Annotated[
+        int, typer.Option(help="Restarts allowed if Envoy dies; then `up` exits with status 1.")
+    ] = 3,
+    state_file: Annotated[
+        Path | None, typer.Option(help="Also write the running gateway's ports and admin URL here.")
+    ] = None,
+) -> None:
+    """Run the tree's gateway locally with real Envoy, wasmfetcher and httpbin, until Ctrl-C."""
+    from meshwasm.gateway.runner import LocalGateway, UpOptions, default_cache_dir
+
+    options = UpOptions(
+        tree=tree,
+        bind=bind,
+        port_offset=port_offset,
+        upstream_flags=list(upstream or []),
+        start_registry=registry,
+        push=push,
+        use_fetcher=fetcher,
+        watch=watch,
+        gateway=gateway,
+        cache_dir=cache_dir or default_cache_dir(),
+        repull_interval=repull_interval,
+        restart_envoy=restart_envoy,
+        state_file=state_file,
+    )
+    if not tree.exists():
+        raise MeshwasmError(f"{tree}: no such file or directory", exit_code=ExitCode.NOT_FOUND)
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    started = time.monotonic()
+    local = LocalGateway(options, ui.info)
+    try:
+        local.start()
+        for line in local.ready_lines():
+            ui.stdout.print(line, markup=False)
+        ui.stdout.print(f"ready in {time.monotonic() - started:.1f} s (Ctrl-C to stop)", markup=False)
+        local.serve_forever()
+    except KeyboardInterrupt:
+        ui.info("stopping")
+    finally:
+        local.stop()
+
+
+def inspect(
+    admin: Annotated[
+        str | None, typer.Option(help="Envoy admin URL [default: the gateway `meshwasm up` is running].")
+    ] = None,
+    raw: Annotated[bool, typer.Option("--raw", help="Print Envoy's /config_dump JSON as is.")] = False,
+) -> None:
+    """Show a running gateway: listeners, ECDS Wasm filters (module, sha256, config) and plugin stats."""
+    import httpx
+
+    from meshwasm.envoy.process import EnvoyAdmin
+    from meshwasm.gateway.inspect import gateway_view, render_text
+    from meshwasm.gateway.runner import state_path
+
+    if admin is None:
+        path = state_path()
+        try:
+            admin = str(json.loads(path.read_text())["admin"])
+        except (OSError, ValueError, KeyError):
+            raise MeshwasmError(
+                f"no running gateway found ({path} is missing)",
+                hint="start one with `meshwasm up tsb/`, or pass --admin http://HOST:PORT",
+                exit_code=ExitCode.NOT_FOUND,
+            ) from None
+    url = httpx.URL(admin)
+    client = EnvoyAdmin(url.host, url.port or 80)
+    try:
+        dump = client.config_dump()
+        stats = client.stats("wasm|extension_config_discovery|rbac")
+    except httpx.HTTPError as exc:
+        raise MeshwasmError(
+            f"cannot reach Envoy's admin at {admin}: {exc}", exit_code=ExitCode.NETWORK
+        ) from exc
+    if raw:
+        ui.stdout.print_json(json.dumps(dump))
+        return
+    ui.stdout.print(render_text(gateway_view(dump, stats)), markup=False)
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to the root app."""
+    app.command()(up)
+    app.command()(inspect)

@@ -1,0 +1,435 @@
+"""`meshwasm up`: the seed's whole system on one machine, with real parts, kept live.
+
+Start order: render the tree (nothing runs if it is invalid), check the ports,
+then the registry (optional), the wasmfetcher, the upstreams, Envoy; then the
+agent resolves modules and the translated config reaches Envoy through
+file-based xDS. While running, edits to the tree are re-rendered and applied
+without restarting Envoy (an invalid edit is reported and the previous config
+keeps serving), and ``Always`` modules are re-checked at the fetcher. Stop
+order is the reverse, each process by its pid.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from meshwasm.envoy.runtime import FileXdsEnvoy
+from meshwasm.errors import MeshwasmError, UsageError
+from meshwasm.fetcher.process import FetcherProcess
+from meshwasm.gateway import plan as planning
+from meshwasm.gateway.agent import ModuleAgent, Resolution, pull_policy
+from meshwasm.gateway.upstreams import HttpbinProcess
+from meshwasm.manifests import istio, load
+from meshwasm.net import free_port, port_in_use, wait_until
+from meshwasm.translate import EnvoyConfig, IstioResources, istio_to_envoy, tsb_to_istio
+
+Say = Callable[[str], None]
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("MESHWASM_CACHE_DIR") or Path.home() / ".cache" / "meshwasm")
+
+
+@dataclass
+class UpOptions:
+    tree: Path
+    bind: str = "127.0.0.1"
+    port_offset: int | None = None  # gateway port p listens on p + offset; None: free ports
+    upstream_flags: list[str] = field(default_factory=list)
+    start_registry: bool = False
+    push: Path | None = None  # a .wasm to push to the tree's loopback image references first
+    use_fetcher: bool = True
+    watch: bool = True
+    gateway: str | None = None
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    repull_interval: float = 1.0
+    restart_envoy: int = 3  # restarts allowed after Envoy dies unexpectedly; then exit non-zero
+    state_file: Path | None = None
+
+
+@dataclass
+class Rendered:
+    istio: IstioResources
+    signature: str  # the tree's files and mtimes, to notice edits
+
+
+class LocalGateway:
+    def __init__(self, options: UpOptions, say: Say):
+        self.options = options
+        self.say = say
+        self.workdir = Path(tempfile.mkdtemp(prefix="meshwasm-up-"))
+        self.fetcher_port = free_port(options.bind) if options.use_fetcher else 0
+        self.registry: Any = None
+        self.fetcher: FetcherProcess | None = None
+        self.httpbin: HttpbinProcess | None = None
+        self.envoy: FileXdsEnvoy | None = None
+        self.agent: ModuleAgent | None = None
+        self.workload: planning.Workload | None = None
+        self.port_map: dict[int, int] = {}
+        self.upstreams: dict[str, tuple[str, int]] = {}
+        self.current: Rendered | None = None
+        self.resolutions: dict[str, Resolution] = {}
+        self.envoy_restarts = 0
+        self.reported_errors: set[str] = set()
+
+    # ----- rendering (no side effects)
+
+    def render(self) -> Rendered:
+        signature = tree_signature(self.options.tree)
+        tree = load(self.options.tree)
+        base = f"http://{self.options.bind}:{self.fetcher_port}" if self.options.use_fetcher else None
+        return Rendered(tsb_to_istio(tree, fetcher_base=base), signature)
+
+    # ----- start-up
+
+    def start(self) -> None:
+        rendered = self.render()  # raises with every problem listed before anything starts
+        istio_resources = rendered.istio
+        self.workload = planning.choose_workload(istio_resources, self.options.gateway)
+        upstream_plan = planning.plan_upstreams(
+            istio_resources, planning.parse_upstream_flags(self.options.upstream_flags)
+        )
+        self.port_map = self._choose_ports(self.workload.ports)
+        registries = planning.registry_hosts(istio_resources)
+        if self.options.push and not self.options.start_registry and not registries:
+            raise UsageError("--push needs image references in the tree (oci://...)")
+
+        if self.options.start_registry:
+            self._start_registry(registries)
+        if self.options.push:
+            self._push(self.options.push, planning.oci_urls(istio_resources))
+        if self.options.use_fetcher:
+            self._start_fetcher(registries)
+        if upstream_plan.httpbin:
+            self.httpbin = HttpbinProcess(workdir=self.workdir / "httpbin", host="127.0.0.1")
+            self.say(f"starting httpbin (pid pending) for {', '.join(upstream_plan.httpbin)}")
+            self.httpbin.start()
+            self.httpbin.wait_ready()
+            self.say(f"httpbin ready on {self.httpbin.url} (pid {self.httpbin.pid})")
+        self.upstreams = dict(upstream_plan.mapped)
+        for key in upstream_plan.httpbin:
+            assert self.httpbin is not None
+            self.upstreams[key] = (self.httpbin.host, self.httpbin.port)
+
+        allowed = list(registries)
+        if self.options.use_fetcher:
+            allowed.append(f"{self.options.bind}:{self.fetcher_port}")
+        self.agent = ModuleAgent(self.options.cache_dir / "agent", allowed_hosts=allowed)
+        self._start_envoy()
+        self.apply(rendered, first=True)
+        self._write_state()
+
+    def _choose_ports(self, ports: list[int]) -> dict[int, int]:
+        bind = self.options.bind
+        mapping = {
+            p: (p + self.options.port_offset if self.options.port_offset is not None else free_port(bind))
+            for p in ports
+        }
+        busy = [
+            f"{bind}:{local} (gateway port {p})" for p, local in mapping.items() if port_in_use(bind, local)
+        ]
+        if busy:
+            raise UsageError(
+                f"port already in use: {', '.join(busy)}",
+                hint="stop what holds it, or choose other ports with --port-offset N (or leave it out for free ports)",
+            )
+        return mapping
+
+    def _start_registry(self, registries: list[str]) -> None:
+        from meshwasm.oci.local_registry import LocalRegistry
+
+        local = [r for r in registries if planning.is_loopback(r)]
+        if len(local) != 1:
+            raise UsageError(
+                "--registry starts the loopback registry the tree's images name, "
+                f"but the tree names {len(local)} loopback registries ({', '.join(local) or 'none'})",
+                hint="point the WasmExtension url at oci://127.0.0.1:5000/... or drop --registry",
+            )
+        host, _, port = local[0].rpartition(":")
+        if port_in_use(host, int(port)):
+            if _registry_answers(local[0]):
+                self.say(f"registry already running on {local[0]}; using it")
+                return
+            raise UsageError(f"port {local[0]} is in use by something that is not an OCI registry")
+        self.registry = LocalRegistry(self.workdir / "registry", host=host, port=int(port))
+        self.registry.start()
+        self.registry.wait_ready()
+        self.say(f"registry ready on {local[0]} (pid {self.registry.pid})")
+
+    def _push(self, wasm: Path, urls: list[str]) -> None:
+        from meshwasm.oci.client import RegistryClient
+        from meshwasm.oci.image import build_image, read_wasm_file
+        from meshwasm.oci.reference import parse_reference
+
+        image = build_image(read_wasm_file(wasm), variant="compat", source=str(wasm))
+        targets = sorted({u for u in urls if planning.is_loopback(u.removeprefix("oci://"))})
+        if not targets:
+            raise UsageError("--push: the tree names no image on a loopback registry to push to")
+        with RegistryClient() as client:
+            for url in targets:
+                digest = client.push_image(image, parse_reference(url))
+                self.say(f"pushed {wasm} to {url} ({digest})")
+
+    def _start_fetcher(self, registries: list[str]) -> None:
+        settings = {
+            "allow": registries,
+            "insecure_registries": [r for r in registries if planning.is_loopback(r)],
+            "security": {"allow_loopback": True},
+            # A local loop: re-resolve :latest tags every second, as a developer pushes.
+            "pull": {"resolve_interval_seconds": self.options.repull_interval},
+            "cache": {"expiry_seconds": 7 * 24 * 3600.0},
+        }
+        # The fetcher's cache outlives the run (warm starts); the rest of its workdir does not.
+        self.fetcher = FetcherProcess(
+            self.workdir / "fetcher",
+            settings,
+            port=self.fetcher_port,
+            cache_dir=self.options.cache_dir / "fetcher",
+        )
+        self.fetcher.start()
+        self.say(f"wasmfetcher ready on {self.fetcher.url} (pid {self.fetcher.pid})")
+
+    def _start_envoy(self) -> None:
+        self.envoy = FileXdsEnvoy(self.workdir / "envoy", node_id="meshwasm-gateway", cluster="meshwasm")
+        self.envoy.start(progress=self.say)
+        self.say(
+            f"Envoy ready (pid {self.envoy.process.pid}, admin http://127.0.0.1:{self.envoy.admin_port})"
+        )
+
+    # ----- applying a rendered tree
+
+    def resolve_modules(self, istio_resources: IstioResources, *, changed: set[str]) -> dict[str, str]:
+        assert self.agent is not None
+        files: dict[str, str] = {}
+        for plugin in istio_resources.wasm_plugins:
+            key = f"{plugin.namespace}/{plugin.name}"
+            # Istio re-pulls an Always module when its resource changes.
+            force = key in changed and pull_policy(plugin) == "Always"
+            started = time.monotonic()
+            self.say(f"resolving module for {key}: {plugin.spec.url}")
+            result = self.agent.resolve(plugin, force=force)
+            self.resolutions[key] = result
+            if result.path:
+                files[plugin.spec.url] = result.path
+                how = "fetched" if result.fetched else "cached"
+                self.say(f"  {how} {result.sha256} in {time.monotonic() - started:.2f} s -> {result.path}")
+            else:
+                strategy = plugin.spec.fail_strategy or "FAIL_CLOSE"
+                effect = (
+                    "requests pass without it (fail open)"
+                    if strategy == "FAIL_OPEN"
+                    else ("requests are denied with 403 (fail closed)")
+                )
+                self.say(f"  plugin {key} failed: {result.error}; {effect}")
+        return files
+
+    def translate(self, istio_resources: IstioResources, module_files: dict[str, str]) -> EnvoyConfig:
+        assert self.workload is not None and self.envoy is not None
+        return istio_to_envoy(
+            istio_resources,
+            workload_labels=self.workload.labels,
+            module_files=module_files,
+            upstreams=self.upstreams,
+            bind_address=self.options.bind,
+            port_map=self.port_map,
+            xds=self.envoy.xds.ecds_source,
+            workload_namespace=self.workload.namespace,
+        )
+
+    def apply(self, rendered: Rendered, *, first: bool = False, changed: set[str] | None = None) -> None:
+        """Resolve modules, translate, and deliver: filters first, then clusters, then listeners,
+        so a listener never refers to a filter or cluster Envoy does not have."""
+        assert self.envoy is not None
+        files = self.resolve_modules(rendered.istio, changed=changed or set())
+        config = self.translate(rendered.istio, files)
+        old_filters = set(self.envoy.xds.directory.glob("ecds-*.yaml"))
+        for typed in config.filters:
+            self.envoy.set_filter(typed)
+        self.envoy.set_clusters(config.clusters)
+        self.envoy.set_listeners(config.listeners)
+        if first:
+            self.say("waiting for Envoy to load the listeners and compile the modules")
+        for listener in config.listeners:
+            self.envoy.wait_listener_active(listener["name"], timeout=120)
+        for typed in config.filters:
+            self.envoy.wait_filter_applied(typed, timeout=120)
+        keep = {self.envoy.xds.ecds_path(f["name"]) for f in config.filters}
+        for stale in old_filters - keep:
+            stale.unlink(missing_ok=True)
+        self.current = rendered
+        self._check_plugin_errors()
+
+    def _check_plugin_errors(self) -> None:
+        """Surface Wasm start-up failures from Envoy's log (the plugin's own CRITICAL line)."""
+        assert self.envoy is not None
+        for line in self.envoy.process.log_lines("[critical][wasm]"):
+            if "wasm log" in line and line not in self.reported_errors:
+                self.reported_errors.add(line)
+                self.say(f"plugin error from Envoy: {line.split('wasm log', 1)[1].strip()}")
+
+    # ----- running
+
+    def ready_lines(self) -> list[str]:
+        assert self.workload is not None
+        lines = []
+        for gateway_port, local in sorted(self.port_map.items()):
+            lines.append(f"gateway port {gateway_port} listens on {self.options.bind}:{local}")
+        for hostname in self.workload.hostnames:
+            for gateway_port, local in sorted(self.port_map.items()):
+                lines.append(
+                    f'try: curl -s -v "http://{hostname}:{local}/get" --resolve "{hostname}:{local}:'
+                    f'{self.options.bind}" --header "x-request-header: some value"'
+                )
+        return lines
+
+    def serve_forever(self, stop: Callable[[], bool] = lambda: False) -> None:
+        last_poll = time.monotonic()
+        while not stop():
+            time.sleep(0.25)
+            self._keep_envoy_alive()
+            if not self.options.watch:
+                continue
+            self._reload_if_edited()
+            if time.monotonic() - last_poll >= self.options.repull_interval:
+                last_poll = time.monotonic()
+                self._repull_always()
+
+    def _keep_envoy_alive(self) -> None:
+        assert self.envoy is not None
+        if self.envoy.process.alive():
+            return
+        tail = self.envoy.process.log_tail(15)
+        self.say(f"Envoy exited unexpectedly (status {self.envoy.process.returncode}); last lines:\n{tail}")
+        if self.envoy_restarts >= self.options.restart_envoy:
+            raise MeshwasmError(f"Envoy died {self.envoy_restarts + 1} times; giving up")
+        self.envoy_restarts += 1
+        self.say(f"restarting Envoy ({self.envoy_restarts}/{self.options.restart_envoy})")
+        self._start_envoy()
+        assert self.current is not None
+        self.apply(self.current)
+
+    def _reload_if_edited(self) -> None:
+        assert self.current is not None
+        if tree_signature(self.options.tree) == self.current.signature:
+            return
+        started = time.monotonic()
+        try:
+            rendered = self.render()
+            planning.plan_upstreams(
+                rendered.istio, planning.parse_upstream_flags(self.options.upstream_flags)
+            )
+        except MeshwasmError as exc:
+            self.say(f"edit rejected, previous config keeps serving:\n{exc}")
+            # Remember the bad signature so the same error is not printed every tick.
+            self.current = Rendered(self.current.istio, tree_signature(self.options.tree))
+            return
+        changed = _changed_plugins(self.current.istio, rendered.istio)
+        try:
+            self.apply(rendered, changed=changed)
+        except MeshwasmError as exc:
+            self.say(f"edit could not be applied: {exc}")
+            self.current = Rendered(self.current.istio, rendered.signature)
+            return
+        self.say(f"applied edit in {time.monotonic() - started:.2f} s")
+
+    def _repull_always(self) -> None:
+        """``Always`` plugins: when the fetcher now serves other bytes (a push under the same
+        tag), fetch and load them; a failed check keeps the loaded module."""
+        assert self.current is not None and self.agent is not None
+        stale = {
+            f"{p.namespace}/{p.name}"
+            for p in self.current.istio.wasm_plugins
+            if pull_policy(p) == "Always" and self.agent.changed_upstream(p)
+        }
+        if stale:
+            started = time.monotonic()
+            self.say(f"new module for {', '.join(sorted(stale))}; reloading")
+            self.apply(self.current, changed=stale)
+            self.say(f"applied new module in {time.monotonic() - started:.2f} s")
+
+    # ----- stopping
+
+    def stop(self) -> None:
+        for name, proc in (
+            ("Envoy", self.envoy),
+            ("httpbin", self.httpbin),
+            ("wasmfetcher", self.fetcher),
+            ("registry", self.registry),
+        ):
+            if proc is None:
+                continue
+            with contextlib.suppress(Exception):
+                proc.stop()
+                self.say(f"stopped {name}")
+        if self.options.state_file:
+            self.options.state_file.unlink(missing_ok=True)
+        shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def _write_state(self) -> None:
+        assert self.envoy is not None
+        state = {
+            "pid": os.getpid(),
+            "admin": f"http://127.0.0.1:{self.envoy.admin_port}",
+            "ports": {str(k): v for k, v in self.port_map.items()},
+            "bind": self.options.bind,
+            "hostnames": self.workload.hostnames if self.workload else [],
+            "fetcher": self.fetcher.url if self.fetcher else None,
+            "workdir": str(self.workdir),
+        }
+        for path in filter(None, [self.options.state_file, state_path()]):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(state, indent=1))
+
+
+def state_path() -> Path:
+    """Where the running gateway is described for `meshwasm inspect`."""
+    return default_cache_dir() / "up-state.json"
+
+
+def tree_signature(root: Path) -> str:
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    parts = []
+    for path in files:
+        with contextlib.suppress(OSError):
+            stat = path.stat()
+            parts.append(f"{path}:{stat.st_mtime_ns}:{stat.st_size}")
+    return "\n".join(parts)
+
+
+def _changed_plugins(old: IstioResources, new: IstioResources) -> set[str]:
+    def specs(resources: IstioResources) -> dict[str, Any]:
+        return {f"{p.namespace}/{p.name}": p.spec.model_dump() for p in resources.wasm_plugins}
+
+    before, after = specs(old), specs(new)
+    return {key for key in after if before.get(key) != after[key]}
+
+
+def _registry_answers(address: str) -> bool:
+    try:
+        return httpx.get(f"http://{address}/v2/", timeout=1.0).status_code in (200, 401)
+    except httpx.HTTPError:
+        return False
+
+
+def wait_for_request(url: str, host: str, timeout: float) -> bool:
+    def answered() -> bool:
+        try:
+            return httpx.get(url, headers={"host": host}, timeout=2.0).status_code < 500
+        except httpx.HTTPError:
+            return False
+
+    return wait_until(answered, timeout=timeout, interval=0.1)
+
+
+__all__ = ["LocalGateway", "UpOptions", "istio", "state_path"]
