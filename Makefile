@@ -10,11 +10,21 @@ STAMP        := $(VENV)/.installed
 GO_STAMP     := $(VENV)/.go-modules
 TOOLS_STAMP  := $(VENV)/.tools
 PLUGIN_DIR   := plugins/add-header
+ZIG_PLUGIN_DIR := plugins/add-header-zig
+# build/add-header.wasm is the implementation `make build` ships: zig (runtime-free,
+# same contract, see plugins/add-header-zig) or go (the seed's reference).
+PLUGIN_IMPL  ?= zig
+ifeq ($(filter $(PLUGIN_IMPL),go zig),)
+$(error PLUGIN_IMPL must be go or zig, not '$(PLUGIN_IMPL)')
+endif
 WASM         := build/add-header.wasm
+GO_WASM      := build/add-header-go.wasm
+ZIG_WASM     := build/add-header-zig.wasm
 GO_SOURCES   := $(wildcard $(PLUGIN_DIR)/*.go) $(PLUGIN_DIR)/go.mod $(PLUGIN_DIR)/go.sum
+ZIG_SOURCES  := $(wildcard $(ZIG_PLUGIN_DIR)/src/*.zig) $(ZIG_PLUGIN_DIR)/build.zig
 PYTEST_ARGS  ?=
 
-.PHONY: get build test test-go test-py lint clean
+.PHONY: get build test test-go test-py lint clean bench bench-fetcher demo
 
 get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP)
 
@@ -34,17 +44,56 @@ $(TOOLS_STAMP): scripts/install-tools.sh $(STAMP)
 
 build: $(WASM)
 
-$(WASM): $(STAMP) $(GO_STAMP) $(GO_SOURCES)
-	$(MESHWASM) build $(PLUGIN_DIR) -o $(WASM)
+# Re-copied on every `make build` so switching PLUGIN_IMPL always takes effect.
+.PHONY: $(WASM)
+$(WASM): build/add-header-$(PLUGIN_IMPL).wasm
+	cp $< $@.tmp && mv $@.tmp $@
+
+$(GO_WASM): $(STAMP) $(GO_STAMP) $(GO_SOURCES)
+	$(MESHWASM) build $(PLUGIN_DIR) -o $(GO_WASM)
+
+$(ZIG_WASM): $(STAMP) $(ZIG_SOURCES)
+	$(MESHWASM) build $(ZIG_PLUGIN_DIR) -o $(ZIG_WASM)
+
+# The main job: the seed's demo, locally, with real parts (DEMO_ONESHOT=1 exits after the request).
+demo: get $(WASM)
+	MESHWASM=$(MESHWASM) WASM=$(WASM) scripts/demo.sh
 
 test: test-go test-py
 
 # The contract runs natively and on the compiled module (proxytest on wazero).
-test-go: $(WASM)
-	cd $(PLUGIN_DIR) && ADD_HEADER_WASM=$(CURDIR)/$(WASM) go test -count=1 ./...
+test-go: $(GO_WASM)
+	cd $(PLUGIN_DIR) && ADD_HEADER_WASM=$(CURDIR)/$(GO_WASM) go test -count=1 ./...
 
-test-py: get $(WASM)
-	MESHWASM_ADD_HEADER_WASM=$(CURDIR)/$(WASM) $(BIN)/pytest $(PYTEST_ARGS)
+# The Python tests run over both implementations (tests/conftest.py).
+test-py: get $(GO_WASM) $(ZIG_WASM) $(WASM)
+	MESHWASM_ADD_HEADER_GO_WASM=$(CURDIR)/$(GO_WASM) MESHWASM_ADD_HEADER_ZIG_WASM=$(CURDIR)/$(ZIG_WASM) \
+		MESHWASM_ADD_HEADER_WASM=$(CURDIR)/$(WASM) $(BIN)/pytest $(PYTEST_ARGS)
+
+# Envoy CPU per request: no filter, native filters, the wasm floor, both add-headers.
+bench: get $(GO_WASM) $(ZIG_WASM)
+	$(BIN)/python bench/dataplane.py --go-wasm $(GO_WASM) --zig-wasm $(ZIG_WASM) --out bench/results
+
+# The wasmfetcher beside nginx (cache hits) and skopeo (cold pulls); nginx is a bench-only install.
+bench-fetcher: get
+	VENV_BIN=$(BIN) scripts/install-tools.sh --bench
+	$(BIN)/python bench/fetcher.py
+
+# The seed's image targets, without a Docker engine: an OCI image layout from the module,
+# pushed through the OCI distribution API. A local registry for IMAGE's default:
+# `$(MESHWASM) image registry --port 5000` (in another terminal).
+# The reference tsb/wasm-extension.yaml names (the registry `make demo` and `meshwasm up --registry` start).
+IMAGE         ?= 127.0.0.1:5000/meshwasm/add-header:latest
+IMAGE_VARIANT ?= compat
+IMAGE_LAYOUT  := build/oci/add-header
+PUSH_ARGS     ?=
+
+.PHONY: docker-build docker-push
+docker-build: $(WASM)
+	$(MESHWASM) image build $(WASM) -t $(IMAGE) --variant $(IMAGE_VARIANT) -o $(IMAGE_LAYOUT)
+
+docker-push: docker-build
+	$(MESHWASM) image push $(IMAGE_LAYOUT) $(IMAGE) $(PUSH_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench

@@ -11,7 +11,13 @@ mkdir -p "$VENV_BIN"
 declare -A APT_PACKAGES=(
   [skopeo]=skopeo
   [curl]=curl
+  [wrk]=wrk            # load generator for `make bench`
+  [wasm-opt]=binaryen  # trims the Go add-header module (meshwasm.toolchain.go)
 )
+# `install-tools.sh --bench`: also what only the benchmarks compare against (tests never need it).
+if [[ " $* " == *" --bench "* ]]; then
+  APT_PACKAGES[nginx]=nginx  # bench/fetcher.py: static file serving baseline
+fi
 
 missing=()
 for cmd in "${!APT_PACKAGES[@]}"; do
@@ -26,4 +32,19 @@ if ((${#missing[@]})); then
   echo "install-tools: installing Debian packages: ${missing[*]}" >&2
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The OCI registry the tests and `make docker-push` run (CNCF distribution), through the Go
+# module proxy into the venv; Debian's older docker-registry when that fails.
+REGISTRY_VERSION="v3.1.2"
+if [[ ! -x "$VENV_BIN/registry" ]]; then
+  echo "install-tools: go install distribution registry $REGISTRY_VERSION" >&2
+  if ! GOBIN="$(cd "$VENV_BIN" && pwd)" go install "github.com/distribution/distribution/v3/cmd/registry@$REGISTRY_VERSION"; then
+    echo "install-tools: go install failed; falling back to Debian docker-registry" >&2
+    if ! command -v docker-registry >/dev/null 2>&1; then
+      APT_SUDO=""; [[ $(id -u) -ne 0 ]] && APT_SUDO=sudo
+      $APT_SUDO apt-get update -qq
+      DEBIAN_FRONTEND=noninteractive $APT_SUDO apt-get install -y -qq --no-install-recommends docker-registry >/dev/null
+    fi
+  fi
 fi

@@ -1,0 +1,89 @@
+"""Fetch failures as HTTP answers: each one a status, a stable code and a message.
+
+The service turns every :class:`FetchError` into ``{"error": {"code", "message"}}``
+with its status; registry errors from :mod:`meshwasm.oci.errors` are mapped in
+:func:`from_registry_error` so the mapping lives in one place.
+"""
+
+from __future__ import annotations
+
+from meshwasm.errors import ExitCode, MeshwasmError
+
+
+class FetchError(MeshwasmError):
+    """A request the fetcher answers with an error status."""
+
+    status: int = 500
+    code: str = "internal"
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        super().__init__(message)
+        if status is not None:
+            self.status = status
+        if code is not None:
+            self.code = code
+
+    def body(self) -> dict[str, dict[str, str]]:
+        return {"error": {"code": self.code, "message": self.message}}
+
+
+class BadRequest(FetchError):
+    status = 400
+    code = "bad_request"
+    exit_code = ExitCode.USAGE
+
+
+class Forbidden(FetchError):
+    status = 403
+    code = "forbidden"
+
+
+class NotFound(FetchError):
+    status = 404
+    code = "not_found"
+    exit_code = ExitCode.NOT_FOUND
+
+
+class NotWasm(FetchError):
+    status = 422
+    code = "not_wasm"
+    exit_code = ExitCode.INTEGRITY
+
+
+class TooLarge(FetchError):
+    status = 413
+    code = "module_too_large"
+
+
+class UpstreamFailed(FetchError):
+    """The registry or http host failed, timed out, or sent bytes that did not verify."""
+
+    status = 502
+    code = "upstream_failed"
+    exit_code = ExitCode.NETWORK
+
+
+class ChecksumMismatch(UpstreamFailed):
+    code = "checksum_mismatch"
+    exit_code = ExitCode.INTEGRITY
+
+
+def from_registry_error(exc: Exception) -> FetchError:
+    """The HTTP answer for an error raised by the OCI registry client."""
+    from meshwasm.oci import errors as oci
+
+    message = str(exc)
+    table: list[tuple[type[Exception], type[FetchError], str]] = [
+        (oci.InvalidReference, BadRequest, "invalid_reference"),
+        (oci.ImageNotFound, NotFound, "image_not_found"),
+        (oci.NotAWasmImage, NotWasm, "not_wasm"),
+        (oci.ModuleTooLarge, TooLarge, "module_too_large"),
+        (oci.DigestMismatch, ChecksumMismatch, "checksum_mismatch"),
+        (oci.InsecureRegistryError, Forbidden, "insecure_registry"),
+        (oci.AuthenticationError, UpstreamFailed, "registry_auth_failed"),
+        (oci.RegistryUnavailable, UpstreamFailed, "registry_unavailable"),
+    ]
+    for oci_type, fetch_type, code in table:
+        if isinstance(exc, oci_type):
+            return fetch_type(message, code=code)
+    return UpstreamFailed(message, code="registry_error")

@@ -1,0 +1,356 @@
+"""`meshwasm up tsb/` end to end: a subprocess driven with the real curl, as the seed does.
+
+One `up` serves the main flow (seed request, config dump, live edits under
+load, a new module under the same tag, an invalid edit, Envoy dying); the
+fault cases that fail early start their own short-lived `up`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+
+from meshwasm.net import free_port, wait_until
+
+pytestmark = [pytest.mark.envoy, pytest.mark.registry, pytest.mark.slow]
+
+ROOT = Path(__file__).resolve().parents[2]
+HOST = "httpbin.tetrate.io"
+LOAD_LOOP = Path(__file__).with_name("load_loop.py")
+
+
+def copy_tree(tmp_path: Path, registry_port: int) -> Path:
+    """The repo's tsb/ tree, with its image on a registry port of this test's own."""
+    tree = tmp_path / "tsb"
+    shutil.copytree(ROOT / "tsb", tree)
+    ext = tree / "wasm-extension.yaml"
+    text = ext.read_text().replace("127.0.0.1:5000", f"127.0.0.1:{registry_port}")
+    # The schema annotation is relative to the tree; point it at the repo's schema.
+    text = text.replace("../plugins/add-header/config.schema.json", str(ROOT / "plugins/add-header/config.schema.json"))
+    ext.write_text(text)
+    return tree
+
+
+@dataclass
+class Up:
+    proc: subprocess.Popen[str]
+    tree: Path
+    state: dict[str, object]
+    stderr_path: Path
+    stdout_path: Path
+
+    @property
+    def port(self) -> int:
+        ports = self.state["ports"]
+        assert isinstance(ports, dict)
+        return int(ports["80"])
+
+    @property
+    def admin(self) -> str:
+        return str(self.state["admin"])
+
+    def log(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def child_pids(self) -> list[int]:
+        return [int(p) for p in re.findall(r"\(pid (\d+)", self.log())]
+
+    def get(self, path: str = "/get") -> httpx.Response:
+        return httpx.get(
+            f"http://127.0.0.1:{self.port}{path}",
+            headers={"host": HOST, "x-request-header": "some value"},
+            timeout=10,
+        )
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_up(tmp_path: Path, tree: Path, *extra: str, wait_ready: bool = True) -> Up:
+    state_file = tmp_path / "state.json"
+    stdout_path, stderr_path = tmp_path / "up.out", tmp_path / "up.err"
+    env = {**os.environ, "MESHWASM_CACHE_DIR": str(tmp_path / "cache")}
+    with stdout_path.open("w") as out, stderr_path.open("w") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "meshwasm.cli", "up", str(tree), "--state-file", str(state_file), *extra],
+            stdout=out,
+            stderr=err,
+            text=True,
+            env=env,
+        )
+    up = Up(proc, tree, {}, stderr_path, stdout_path)
+    if wait_ready:
+        ok = wait_until(
+            lambda: "ready in" in stdout_path.read_text() or proc.poll() is not None, timeout=180, interval=0.2
+        )
+        if not ok or proc.poll() is not None:
+            up.stop()
+            pytest.fail(f"meshwasm up did not become ready:\n{stdout_path.read_text()}\n{up.log()}")
+        up.state = json.loads(state_file.read_text())
+    return up
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie is dead for our purposes.
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+def edit(path: Path, old: str, new: str) -> float:
+    text = path.read_text()
+    assert old in text, f"{old!r} not in {path}"
+    path.write_text(text.replace(old, new))
+    return time.time()
+
+
+def run_load(up: Up, seconds: float, out: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, str(LOAD_LOOP), f"http://127.0.0.1:{up.port}/get", HOST, str(seconds), "3000", str(out)]
+    )
+
+
+def wait_header(up: Up, value: str | None, timeout: float = 10) -> bool:
+    def served() -> bool:
+        try:
+            return up.get().headers.get("x-ingress-header") == value
+        except httpx.TransportError:
+            return False
+
+    return wait_until(served, timeout=timeout, interval=0.1)
+
+
+@pytest.fixture(scope="session")
+def demo_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The module `make demo` ships (build/add-header.wasm, handed over by the Makefile), else the Go build."""
+    given = os.environ.get("MESHWASM_ADD_HEADER_WASM")
+    if given and Path(given).is_file():
+        return Path(given)
+    from meshwasm.toolchain import build_plugin
+
+    return build_plugin(ROOT / "plugins" / "add-header", tmp_path_factory.mktemp("demo") / "add-header.wasm").path
+
+
+@pytest.fixture(scope="module")
+def up(tmp_path_factory: pytest.TempPathFactory, demo_wasm: Path) -> Iterator[Up]:
+    tmp = tmp_path_factory.mktemp("up")
+    tree = copy_tree(tmp, free_port())
+    running = start_up(tmp, tree, "--registry", "--push", str(demo_wasm))
+    try:
+        yield running
+    finally:
+        pids = running.child_pids()
+        code = running.stop()
+        assert code == 0, running.log()
+        assert pids, "up reported no child processes"
+        assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
+        assert not Path(str(running.state["workdir"])).exists(), "up left its temporary directory"
+
+
+def test_seed_curl_shows_both_headers(up: Up) -> None:
+    result = subprocess.run(
+        [
+            "curl",
+            "-s",
+            "-v",
+            f"http://{HOST}:{up.port}/get",
+            "--resolve",
+            f"{HOST}:{up.port}:127.0.0.1",
+            "--header",
+            "x-request-header: some value",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "< x-ingress-header: from tsb ingress gateway" in result.stderr
+    body = json.loads(result.stdout)
+    assert body["headers"]["X-Request-Header"] == "changed/created by wasm"
+
+
+def test_config_dump_shows_the_ecds_filter_as_the_seed(up: Up) -> None:
+    dump = httpx.get(f"{up.admin}/config_dump", timeout=10).json()
+    ecds = [c for c in dump["configs"] if c["@type"].endswith("EcdsConfigDump")][0]["ecds_filters"]
+    (entry,) = [e for e in ecds if e["ecds_filter"]["name"] == "tier2.tier2-gateway-wasm-add-header0"]
+    config = entry["ecds_filter"]["typed_config"]["config"]
+    assert config["root_id"] == "tier2-gateway-wasm-add-header0"
+    assert config["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
+    filename = config["vm_config"]["code"]["local"]["filename"]
+    assert re.search(r"/agent/[0-9a-f]{64}/[0-9a-f]{64}\.wasm$", filename)
+    assert config["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
+    assert json.loads(config["configuration"]["value"])["headers"][0]["value"] == "from tsb ingress gateway"
+
+
+def test_edits_under_load_apply_within_two_seconds_without_failures(up: Up, tmp_path: Path) -> None:
+    gateway = up.tree / "tier2" / "gateway.yaml"
+    records_path = tmp_path / "load.json"
+    load = run_load(up, 14, records_path)
+    try:
+        time.sleep(1.5)
+        t_config = edit(gateway, "value: from tsb ingress gateway", "value: edited live")
+        assert wait_header(up, "edited live")
+        # A new attachment, appended: WasmPlugins are named by attachment index
+        # (<gateway>-<extension><index>), so appending keeps the first one's name.
+        second = (
+            '    - fqn: "organizations/tetrate/extensions/wasm-add-header"\n'
+            "      config:\n"
+            "        headers:\n"
+            "          - header: x-second\n"
+            "            value: second attachment\n"
+        )
+        t_added = edit(gateway, gateway.read_text(), gateway.read_text() + second)
+        assert wait_until(lambda: up.get().headers.get("x-second") == "second attachment", timeout=10)
+        t_removed = edit(gateway, second, "")
+        assert wait_until(lambda: "x-second" not in up.get().headers, timeout=10)
+    finally:
+        load.wait(timeout=60)
+    records = json.loads(records_path.read_text())
+    failed = [r for r in records if r[1] != 200]
+    assert len(records) > 50
+    assert failed == [], f"{len(failed)} failed requests during edits: {failed[:5]}"
+    first_new = min(r[0] for r in records if r[2] == "edited live")
+    assert first_new - t_config <= 2.0, f"config edit took {first_new - t_config:.2f} s"
+    later = [r for r in records if r[0] > first_new + 0.5]
+    stale = [r for r in later if r[2] != "edited live"]
+    assert not stale, f"old value served after the new one: {stale[:5]} (edit at {t_config})"
+    assert t_added < t_removed
+    assert "applied edit in" in up.log()
+
+
+def test_new_module_under_the_same_tag_is_loaded(up: Up, demo_wasm: Path) -> None:
+    from meshwasm.oci.client import RegistryClient
+    from meshwasm.oci.image import build_image
+    from meshwasm.oci.reference import parse_reference
+
+    before = _module_sha(up)
+    value = up.get().headers["x-ingress-header"]
+    # Same code, other bytes: a custom section makes a distinct module under the same tag.
+    name = b"meshwasm-test"
+    payload = bytes([len(name)]) + name + str(time.time()).encode()
+    module = demo_wasm.read_bytes() + b"\x00" + bytes([len(payload)]) + payload
+    url = re.search(r"url: (oci://\S+)", (up.tree / "wasm-extension.yaml").read_text())[1]  # type: ignore[index]
+    with RegistryClient() as client:
+        client.push_image(build_image(module, variant="compat"), parse_reference(url))
+    pushed = time.time()
+    assert wait_until(lambda: _module_sha(up) not in (before, None), timeout=15, interval=0.1), up.log()[-3000:]
+    took = time.time() - pushed
+    assert took < 15
+    assert up.get().headers["x-ingress-header"] == value
+
+
+def _module_sha(up: Up, name: str = "tier2.tier2-gateway-wasm-add-header0") -> str | None:
+    """The checksum (file stem) of the module the named ECDS filter runs."""
+    dump = httpx.get(f"{up.admin}/config_dump", timeout=10).json()
+    for config in dump["configs"]:
+        for entry in config.get("ecds_filters", []):
+            if entry["ecds_filter"]["name"] == name:
+                vm_config = entry["ecds_filter"]["typed_config"].get("config", {}).get("vm_config", {})
+                return Path(vm_config["code"]["local"]["filename"]).stem
+    return None
+
+
+def test_invalid_edit_is_rejected_and_the_previous_config_keeps_serving(up: Up) -> None:
+    gateway = up.tree / "tier2" / "gateway.yaml"
+    value = up.get().headers["x-ingress-header"]
+    edit(gateway, "path: response", "path: sideways")
+    try:
+        assert wait_until(lambda: "edit rejected" in up.log(), timeout=10)
+        assert "sideways" in up.log()
+        response = up.get()
+        assert response.status_code == 200
+        assert response.headers["x-ingress-header"] == value
+    finally:
+        edit(gateway, "path: sideways", "path: response")
+
+
+def test_envoy_dying_is_reported_and_restarted(up: Up) -> None:
+    value = up.get().headers["x-ingress-header"]
+    dump_pid = int(re.findall(r"Envoy ready \(pid (\d+)", up.log())[-1])
+    os.kill(dump_pid, signal.SIGKILL)
+    assert wait_until(lambda: "Envoy exited unexpectedly" in up.log(), timeout=10)
+    assert wait_until(lambda: len(re.findall(r"Envoy ready \(pid", up.log())) >= 2, timeout=60)
+    assert wait_header(up, value, timeout=60)
+
+
+# ----- faults that stop `up` early
+
+
+def test_invalid_tree_starts_nothing(tmp_path: Path) -> None:
+    tree = copy_tree(tmp_path, free_port())
+    edit(tree / "tier2" / "gateway.yaml", "port: 80", "port: eighty")
+    edit(tree / "wasm-extension.yaml", "kind: WasmExtension", "kind: WasmExtension\nbogus: [unclosed")
+    up = start_up(tmp_path, tree, wait_ready=False)
+    assert up.proc.wait(timeout=60) == 2
+    log = up.log()
+    assert "wasm-extension.yaml" in log
+    assert "pid" not in log  # nothing was started
+    assert not (tmp_path / "state.json").exists()
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    busy = holder.getsockname()[1]
+    try:
+        tree = copy_tree(tmp_path, free_port())
+        up = start_up(tmp_path, tree, "--port-offset", str(busy - 80), wait_ready=False)
+        assert up.proc.wait(timeout=60) == 2
+        assert f"port already in use: 127.0.0.1:{busy} (gateway port 80)" in up.log()
+        assert "pid" not in up.log()
+    finally:
+        holder.close()
+
+
+def test_unreachable_registry_fails_closed_then_open(tmp_path: Path) -> None:
+    tree = copy_tree(tmp_path, free_port())  # nothing listens on that registry port
+    up = start_up(tmp_path, tree)
+    try:
+        response = up.get()
+        assert response.status_code == 403
+        assert "tier2/tier2-gateway-wasm-add-header0 failed" in up.log()
+        ext = tree / "wasm-extension.yaml"
+        edit(ext, "  priority: 0\n", "  priority: 0\n  failStrategy: FAIL_OPEN\n")
+        assert wait_until(lambda: up.get().status_code == 200, timeout=15)
+        response = up.get()
+        assert "x-ingress-header" not in response.headers
+    finally:
+        assert up.stop() == 0
+
+
+def test_sigterm_during_start_up_stops_everything(tmp_path: Path, demo_wasm: Path) -> None:
+    tree = copy_tree(tmp_path, free_port())
+    up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm), wait_ready=False)
+    assert wait_until(lambda: "httpbin ready" in up.log() or up.proc.poll() is not None, timeout=60)
+    pids = up.child_pids()
+    up.proc.send_signal(signal.SIGTERM)
+    up.proc.wait(timeout=30)
+    assert pids
+    assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
