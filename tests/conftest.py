@@ -20,20 +20,34 @@ ROOT = Path(__file__).resolve().parent.parent
 PLUGIN_DIR = ROOT / "plugins" / "add-header"
 CONTRACT = PLUGIN_DIR / "testdata" / "contract.json"
 
+# Shared fixtures in tests/fixtures/ (real registries: tests/fixtures/registry.py).
+pytest_plugins = ["fixtures.registry", "fixtures.oci_modules", "fixtures.host_modules"]
+
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return ROOT
 
 
-@pytest.fixture(scope="session")
-def add_header_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The Go add-header module: the one `make build` made, else built now."""
-    given = os.environ.get("MESHWASM_ADD_HEADER_WASM")
+# Every implementation of the add-header contract: source dir and the env var
+# through which the Makefile hands over the module it already built.
+ADD_HEADER_IMPLS: dict[str, tuple[Path, str]] = {
+    "go": (PLUGIN_DIR, "MESHWASM_ADD_HEADER_GO_WASM"),
+    "zig": (ROOT / "plugins" / "add-header-zig", "MESHWASM_ADD_HEADER_ZIG_WASM"),
+}
+
+
+@pytest.fixture(scope="session", params=sorted(ADD_HEADER_IMPLS), ids=lambda impl: f"add-header-{impl}")
+def add_header_wasm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Each add-header module in turn (tests using it run once per implementation):
+    the one `make build` made when its env var names it, else built once now."""
+    impl: str = request.param
+    plugin_dir, env_var = ADD_HEADER_IMPLS[impl]
+    given = os.environ.get(env_var)
     if given and Path(given).is_file():
         return Path(given)
-    out = tmp_path_factory.mktemp("wasm") / "add-header.wasm"
-    return build_plugin(PLUGIN_DIR, out).path
+    out = tmp_path_factory.mktemp("wasm") / f"add-header-{impl}.wasm"
+    return build_plugin(plugin_dir, out).path
 
 
 @pytest.fixture(scope="session")

@@ -1,15 +1,20 @@
 package main
 
 import (
-	"bytes"
-	"encoding/json"
-	"fmt"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // The configuration contract is documented in CONTRACT.md and pinned by
 // testdata/contract.json, which every implementation of add-header (this one,
 // the Zig one, and the Python host tests) must pass byte for byte.
+//
+// The JSON it needs is read by the small scanner in json.go rather than
+// encoding/json: the reflection behind encoding/json was a third of the
+// module, and the module's size is what Envoy pays at start (V8 compiles it).
+// config_reference_test.go keeps the encoding/json version as the oracle
+// this one is fuzzed against.
 
 type direction int
 
@@ -43,8 +48,8 @@ type configError struct{ msg string }
 
 func (e *configError) Error() string { return "invalid configuration: " + e.msg }
 
-func errorf(format string, args ...any) error {
-	return &configError{msg: fmt.Sprintf(format, args...)}
+func fail(parts ...string) error {
+	return &configError{msg: strings.Join(parts, "")}
 }
 
 var ruleKeys = []string{"header", "value", "path", "action"}
@@ -52,36 +57,38 @@ var ruleKeys = []string{"header", "value", "path", "action"}
 // parseConfig validates and compiles the plugin configuration. It never
 // panics; every failure is a *configError naming the field at fault.
 func parseConfig(data []byte) (*pluginConfig, error) {
-	if len(bytes.TrimSpace(data)) == 0 {
-		return nil, errorf(`configuration is empty; want {"header": NAME, "value": VALUE} or {"headers": [...]}`)
+	if isBlank(data) {
+		return nil, fail(`configuration is empty; want {"header": NAME, "value": VALUE} or {"headers": [...]}`)
 	}
-	if !json.Valid(data) {
-		return nil, errorf("not valid JSON")
+	if !validJSON(data) {
+		return nil, fail("not valid JSON")
 	}
-	top, ok := decodeObject(data)
+	top, ok := objectMembers(data)
 	if !ok {
-		return nil, errorf("top level must be a JSON object")
+		return nil, fail("top level must be a JSON object")
 	}
 	cfg := &pluginConfig{}
 	if rawList, isList := lookup(top, "headers"); isList {
 		for _, kv := range top {
 			if kv.key != "headers" {
 				if contains(ruleKeys, kv.key) {
-					return nil, errorf(`use either "headers" or the single-header form, not both (found %s)`, quote(kv.key))
+					return nil, fail(`use either "headers" or the single-header form, not both (found `, quote(kv.key), ")")
 				}
-				return nil, errorf("unknown key %s (allowed: header, value, path, action, headers)", quote(kv.key))
+				return nil, fail("unknown key ", quote(kv.key), " (allowed: header, value, path, action, headers)")
 			}
 		}
-		var items []json.RawMessage
-		if err := json.Unmarshal(rawList, &items); err != nil || len(items) == 0 {
-			return nil, errorf(`headers: must be a non-empty array of objects`)
+		// null reads as an empty list, as encoding/json unmarshals it.
+		items, _ := arrayItems(rawList)
+		if len(items) == 0 {
+			return nil, fail(`headers: must be a non-empty array of objects`)
 		}
 		for i, item := range items {
-			obj, ok := decodeObject(item)
+			index := "headers[" + strconv.Itoa(i) + "]"
+			obj, ok := objectMembers(item)
 			if !ok {
-				return nil, errorf("headers[%d]: must be an object", i)
+				return nil, fail(index, ": must be an object")
 			}
-			rule, err := parseRule(obj, fmt.Sprintf("headers[%d].", i), "header, value, path, action")
+			rule, err := parseRule(obj, index+".", "header, value, path, action")
 			if err != nil {
 				return nil, err
 			}
@@ -113,7 +120,7 @@ func parseRule(obj []keyValue, prefix, allowed string) (headerRule, error) {
 			if where != "" {
 				where += ": "
 			}
-			return rule, errorf("%sunknown key %s (allowed: %s)", where, quote(kv.key), allowed)
+			return rule, fail(where, "unknown key ", quote(kv.key), " (allowed: ", allowed, ")")
 		}
 	}
 
@@ -122,13 +129,13 @@ func parseRule(obj []keyValue, prefix, allowed string) (headerRule, error) {
 		return rule, err
 	}
 	if name == "" {
-		return rule, errorf("%sheader: must not be empty", prefix)
+		return rule, fail(prefix, "header: must not be empty")
 	}
 	if name[0] == ':' {
-		return rule, errorf("%sheader: %s is a pseudo-header, which cannot be added", prefix, quote(name))
+		return rule, fail(prefix, "header: ", quote(name), " is a pseudo-header, which cannot be added")
 	}
 	if !isToken(name) {
-		return rule, errorf("%sheader: %s is not a valid header name (RFC 9110 token characters only)", prefix, quote(name))
+		return rule, fail(prefix, "header: ", quote(name), " is not a valid header name (RFC 9110 token characters only)")
 	}
 	rule.name = name
 
@@ -137,7 +144,7 @@ func parseRule(obj []keyValue, prefix, allowed string) (headerRule, error) {
 		return rule, err
 	}
 	if strings.ContainsAny(value, "\r\n\x00") {
-		return rule, errorf("%svalue: must not contain CR, LF or NUL", prefix)
+		return rule, fail(prefix, "value: must not contain CR, LF or NUL")
 	}
 	rule.value = value
 
@@ -150,7 +157,7 @@ func parseRule(obj []keyValue, prefix, allowed string) (headerRule, error) {
 		case "response":
 			rule.path = toResponse
 		default:
-			return rule, errorf(`%spath: must be "request" or "response", got %s`, prefix, quote(path))
+			return rule, fail(prefix, `path: must be "request" or "response", got `, quote(path))
 		}
 	}
 
@@ -163,7 +170,7 @@ func parseRule(obj []keyValue, prefix, allowed string) (headerRule, error) {
 		case "set":
 			rule.action = actionSet
 		default:
-			return rule, errorf(`%saction: must be "add" or "set", got %s`, prefix, quote(act))
+			return rule, fail(prefix, `action: must be "add" or "set", got `, quote(act))
 		}
 	}
 	return rule, nil
@@ -175,7 +182,7 @@ func requiredString(obj []keyValue, prefix, key string) (string, error) {
 		return "", err
 	}
 	if !present {
-		return "", errorf("%s%s: missing (required)", prefix, key)
+		return "", fail(prefix, key, ": missing (required)")
 	}
 	return s, nil
 }
@@ -185,46 +192,15 @@ func optionalString(obj []keyValue, prefix, key string) (string, bool, error) {
 	if !present {
 		return "", false, nil
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil || raw[0] != '"' {
-		return "", true, errorf("%s%s: must be a string", prefix, key)
+	if len(raw) == 0 || raw[0] != '"' {
+		return "", true, fail(prefix, key, ": must be a string")
 	}
-	return s, true, nil
+	return unquote(raw), true, nil
 }
 
-type keyValue struct {
-	key   string
-	value json.RawMessage
-}
-
-// decodeObject returns the members of a JSON object in document order (so the
-// first unknown key reported is the first one the user wrote), or false when
-// data is not an object.
-func decodeObject(data []byte) ([]keyValue, bool) {
-	dec := json.NewDecoder(bytes.NewReader(data))
-	tok, err := dec.Token()
-	if err != nil || tok != json.Delim('{') {
-		return nil, false
-	}
-	var out []keyValue
-	for dec.More() {
-		keyTok, err := dec.Token()
-		if err != nil {
-			return nil, false
-		}
-		key, _ := keyTok.(string)
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, false
-		}
-		out = append(out, keyValue{key: key, value: raw})
-	}
-	return out, true
-}
-
-func lookup(obj []keyValue, key string) (json.RawMessage, bool) {
+func lookup(obj []keyValue, key string) ([]byte, bool) {
 	found := false
-	var last json.RawMessage
+	var last []byte
 	for _, kv := range obj {
 		if kv.key == key {
 			// Like most JSON decoders, a repeated key takes its last value.
@@ -261,16 +237,41 @@ func isToken(s string) bool {
 // with control bytes, DEL, quote and backslash written as \xNN so the log line
 // stays one line. Implementations in other languages render it identically.
 func quote(s string) string {
+	const hex = "0123456789abcdef"
 	var b strings.Builder
 	b.WriteByte('"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		if c < 0x20 || c == 0x7f || c == '"' || c == '\\' {
-			fmt.Fprintf(&b, `\x%02x`, c)
+			b.WriteString(`\x`)
+			b.WriteByte(hex[c>>4])
+			b.WriteByte(hex[c&0xf])
 		} else {
 			b.WriteByte(c)
 		}
 	}
 	b.WriteByte('"')
 	return b.String()
+}
+
+// isBlank is len(bytes.TrimSpace(data)) == 0 without the unicode tables'
+// other properties: every rune is Unicode white space.
+func isBlank(data []byte) bool {
+	for len(data) > 0 {
+		r, size := utf8.DecodeRune(data)
+		if !isSpace(r) || (r == utf8.RuneError && size <= 1) {
+			return false
+		}
+		data = data[size:]
+	}
+	return true
+}
+
+// isSpace is unicode.IsSpace (the White_Space property).
+func isSpace(r rune) bool {
+	switch r {
+	case '\t', '\n', '\v', '\f', '\r', ' ', 0x85, 0xA0, 0x1680, 0x2028, 0x2029, 0x202F, 0x205F, 0x3000:
+		return true
+	}
+	return r >= 0x2000 && r <= 0x200A
 }

@@ -4,6 +4,9 @@
 // Configuration is parsed and validated once, in OnPluginStart; a bad
 // configuration fails plugin start with one CRITICAL line naming the problem.
 // Nothing is logged per request at info level or above.
+//
+// Messages are joined with + rather than the SDK's Log*f: fmt (and the
+// reflection under it) would be linked in for them alone.
 package main
 
 import (
@@ -37,7 +40,7 @@ func (p *pluginContext) OnPluginStart(pluginConfigurationSize int) types.OnPlugi
 		var err error
 		data, err = proxywasm.GetPluginConfiguration()
 		if err != nil {
-			proxywasm.LogCriticalf("invalid configuration: cannot read plugin configuration: %v", err)
+			proxywasm.LogCritical("invalid configuration: cannot read plugin configuration: " + err.Error())
 			return types.OnPluginStartStatusFailed
 		}
 	}
@@ -68,7 +71,7 @@ func (h *httpContext) OnHttpRequestHeaders(numHeaders int, endOfStream bool) typ
 			err = proxywasm.AddHttpRequestHeader(r.name, r.value)
 		}
 		if err != nil {
-			proxywasm.LogErrorf("cannot set request header %s: %v", r.name, err)
+			proxywasm.LogError("cannot set request header " + r.name + ": " + err.Error())
 		}
 	}
 	return types.ActionContinue
@@ -83,7 +86,7 @@ func (h *httpContext) OnHttpResponseHeaders(numHeaders int, endOfStream bool) ty
 			err = proxywasm.AddHttpResponseHeader(r.name, r.value)
 		}
 		if err != nil {
-			proxywasm.LogErrorf("cannot set response header %s: %v", r.name, err)
+			proxywasm.LogError("cannot set response header " + r.name + ": " + err.Error())
 		}
 	}
 	return types.ActionContinue

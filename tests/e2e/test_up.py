@@ -38,7 +38,9 @@ def copy_tree(tmp_path: Path, registry_port: int) -> Path:
     ext = tree / "wasm-extension.yaml"
     text = ext.read_text().replace("127.0.0.1:5000", f"127.0.0.1:{registry_port}")
     # The schema annotation is relative to the tree; point it at the repo's schema.
-    text = text.replace("../plugins/add-header/config.schema.json", str(ROOT / "plugins/add-header/config.schema.json"))
+    text = text.replace(
+        "../plugins/add-header/config.schema.json", str(ROOT / "plugins/add-header/config.schema.json")
+    )
     ext.write_text(text)
     return tree
 
@@ -100,7 +102,9 @@ def start_up(tmp_path: Path, tree: Path, *extra: str, wait_ready: bool = True) -
     up = Up(proc, tree, {}, stderr_path, stdout_path)
     if wait_ready:
         ok = wait_until(
-            lambda: "ready in" in stdout_path.read_text() or proc.poll() is not None, timeout=180, interval=0.2
+            lambda: "ready in" in stdout_path.read_text() or proc.poll() is not None,
+            timeout=180,
+            interval=0.2,
         )
         if not ok or proc.poll() is not None:
             up.stop()
@@ -130,7 +134,15 @@ def edit(path: Path, old: str, new: str) -> float:
 
 def run_load(up: Up, seconds: float, out: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, str(LOAD_LOOP), f"http://127.0.0.1:{up.port}/get", HOST, str(seconds), "3000", str(out)]
+        [
+            sys.executable,
+            str(LOAD_LOOP),
+            f"http://127.0.0.1:{up.port}/get",
+            HOST,
+            str(seconds),
+            "3000",
+            str(out),
+        ]
     )
 
 
@@ -146,13 +158,15 @@ def wait_header(up: Up, value: str | None, timeout: float = 10) -> bool:
 
 @pytest.fixture(scope="session")
 def demo_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The module `make demo` ships (build/add-header.wasm, handed over by the Makefile), else the Go build."""
+    """The module `make demo` ships (build/add-header.wasm, from the Makefile), else the Go build."""
     given = os.environ.get("MESHWASM_ADD_HEADER_WASM")
     if given and Path(given).is_file():
         return Path(given)
     from meshwasm.toolchain import build_plugin
 
-    return build_plugin(ROOT / "plugins" / "add-header", tmp_path_factory.mktemp("demo") / "add-header.wasm").path
+    return build_plugin(
+        ROOT / "plugins" / "add-header", tmp_path_factory.mktemp("demo") / "add-header.wasm"
+    ).path
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +209,7 @@ def test_seed_curl_shows_both_headers(up: Up) -> None:
 
 def test_config_dump_shows_the_ecds_filter_as_the_seed(up: Up) -> None:
     dump = httpx.get(f"{up.admin}/config_dump", timeout=10).json()
-    ecds = [c for c in dump["configs"] if c["@type"].endswith("EcdsConfigDump")][0]["ecds_filters"]
+    ecds = next(c for c in dump["configs"] if c["@type"].endswith("EcdsConfigDump"))["ecds_filters"]
     (entry,) = [e for e in ecds if e["ecds_filter"]["name"] == "tier2.tier2-gateway-wasm-add-header0"]
     config = entry["ecds_filter"]["typed_config"]["config"]
     assert config["root_id"] == "tier2-gateway-wasm-add-header0"
@@ -257,7 +271,9 @@ def test_new_module_under_the_same_tag_is_loaded(up: Up, demo_wasm: Path) -> Non
     with RegistryClient() as client:
         client.push_image(build_image(module, variant="compat"), parse_reference(url))
     pushed = time.time()
-    assert wait_until(lambda: _module_sha(up) not in (before, None), timeout=15, interval=0.1), up.log()[-3000:]
+    assert wait_until(lambda: _module_sha(up) not in (before, None), timeout=15, interval=0.1), up.log()[
+        -3000:
+    ]
     took = time.time() - pushed
     assert took < 15
     assert up.get().headers["x-ingress-header"] == value

@@ -26,7 +26,11 @@ SEED_HOST = "httpbin.tetrate.io"
 def serve_plugin(
     envoy: FileXdsEnvoy, httpbin: HttpbinProcess, wasm: Path, name: str, config: Any, *, timeout: str = "0s"
 ) -> int:
-    """A listener on a free port routing to httpbin through add-header with ``config``."""
+    """A listener on a free port routing to httpbin through add-header with ``config``.
+
+    Names carry the module's name: the tests run once per implementation on
+    the one session Envoy, and a listener cannot move to a new port."""
+    name = scoped(name, wasm)
     envoy.upsert_cluster(r.static_cluster("httpbin", httpbin.host, httpbin.port))
     filter_name = f"test.{name}"
     envoy.set_filter(
@@ -57,6 +61,10 @@ def serve_plugin(
     )
     envoy.wait_listener_active(name)
     return port
+
+
+def scoped(name: str, wasm: Path) -> str:
+    return f"{name}.{wasm.stem}"
 
 
 def seed_request(port: int) -> httpx.Response:
@@ -155,12 +163,12 @@ def test_update_with_bad_configuration_keeps_the_previous_one_serving(envoy, htt
     good = {"header": "x-ingress-header", "value": "first"}
     port = serve_plugin(envoy, httpbin, add_header_wasm, "keep_previous", good)
     assert seed_request(port).headers["x-ingress-header"] == "first"
-    filter_name = "test.keep_previous"
+    filter_name = f"test.{scoped('keep_previous', add_header_wasm)}"
     bad = r.typed_extension_config(
         filter_name,
         r.wasm_filter_config(
             name=filter_name,
-            root_id="keep_previous",
+            root_id=scoped("keep_previous", add_header_wasm),
             filename=str(add_header_wasm),
             configuration=json.dumps({"hedaer": "x"}),
             vm_id="add-header",

@@ -61,8 +61,12 @@ def test_old_go_is_refused(tmp_path):
 @pytest.mark.skipif(shutil.which("go") is None, reason="needs Go")
 def test_compile_error_is_reported_and_leaves_nothing(tmp_path):
     plugin = tmp_path / "broken"
-    shutil.copytree(ROOT / "plugins" / "add-header", plugin, ignore=shutil.ignore_patterns("*_test.go", "testdata"))
-    (plugin / "main.go").write_text((plugin / "main.go").read_text().replace("func main() {}", "func main() {"))
+    shutil.copytree(
+        ROOT / "plugins" / "add-header", plugin, ignore=shutil.ignore_patterns("*_test.go", "testdata")
+    )
+    (plugin / "main.go").write_text(
+        (plugin / "main.go").read_text().replace("func main() {}", "func main() {")
+    )
     out = tmp_path / "out.wasm"
     result = meshwasm("build", str(plugin), "-o", str(out))
     assert result.returncode == 7

@@ -36,7 +36,9 @@ def test_plain_wasm_is_not_proxy_wasm(tmp_path):
 
 
 def test_not_wasm_names_the_source():
-    with pytest.raises(IntegrityError, match=r"plugin\.tar is not a WebAssembly module: it starts with b'\\x1f"):
+    with pytest.raises(
+        IntegrityError, match=r"plugin\.tar is not a WebAssembly module: it starts with b'\\x1f"
+    ):
         inspect_module(b"\x1f\x8b\x08\x00rest", source="plugin.tar")
 
 
@@ -49,4 +51,5 @@ def test_truncated_module_is_reported():
 def test_the_go_add_header_module(add_header_wasm):
     _, info = read_module(add_header_wasm)
     assert info.abi_versions
-    assert info.size > 0 and len(info.sha256) == 64
+    assert info.size > 0
+    assert len(info.sha256) == 64

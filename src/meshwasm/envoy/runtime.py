@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from meshwasm.envoy.bootstrap import file_xds_bootstrap
 from meshwasm.envoy.process import EnvoyProcess
 from meshwasm.envoy.resources import Json
@@ -73,12 +75,43 @@ class FileXdsEnvoy:
         self.xds.remove_filter(name)
 
     def set_clusters(self, clusters: Sequence[Json]) -> None:
+        """Replace the clusters and wait until Envoy has them all."""
         self._clusters = {c["name"]: c for c in clusters}
-        self.xds.write_clusters(list(self._clusters.values()))
+        self._write_clusters()
 
     def upsert_cluster(self, cluster: Json) -> None:
         self._clusters[cluster["name"]] = cluster
+        self._write_clusters()
+
+    def _write_clusters(self) -> None:
+        # Envoy rejects a listener whose routes name a cluster it does not have yet, and
+        # CDS and LDS files changed together may be read in either order: so clusters are
+        # confirmed applied before any listener that uses them is written (as ADS orders
+        # CDS before LDS).
         self.xds.write_clusters(list(self._clusters.values()))
+        if self.process.alive():
+            self.wait_clusters(set(self._clusters))
+
+    def active_clusters(self) -> set[str]:
+        try:
+            dump = self.admin.config_dump()
+        except httpx.HTTPError:
+            return set()
+        names: set[str] = set()
+        for config in dump.get("configs", []):
+            if config.get("@type", "").endswith("ClustersConfigDump"):
+                for entry in config.get("dynamic_active_clusters", []):
+                    names.add(entry.get("cluster", {}).get("name", ""))
+        return names
+
+    def wait_clusters(self, names: set[str], timeout: float = 30.0) -> None:
+        if not wait_until(lambda: names <= self.active_clusters(), timeout=timeout, alive=self.process.alive):
+            self.process.ensure_alive()
+            missing = sorted(names - self.active_clusters())
+            raise MeshwasmError(
+                f"Envoy did not apply clusters {missing} within {timeout:.0f} s;"
+                f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
+            )
 
     def set_listeners(self, listeners: Sequence[Json]) -> None:
         self._listeners = {listener["name"]: listener for listener in listeners}
@@ -95,9 +128,14 @@ class FileXdsEnvoy:
     # -- observing what Envoy applied ------------------------------------------------------
 
     def listener_states(self) -> dict[str, str]:
-        """Listener name -> 'active' or 'warming', from the config dump."""
+        """Listener name -> 'active' or 'warming', from the config dump (empty while the
+        admin does not answer: its thread is busy while V8 compiles a large module)."""
         states: dict[str, str] = {}
-        for config in self.admin.config_dump().get("configs", []):
+        try:
+            dump = self.admin.config_dump()
+        except httpx.HTTPError:
+            return states
+        for config in dump.get("configs", []):
             if config.get("@type", "").endswith("ListenersConfigDump"):
                 for listener in config.get("dynamic_listeners", []):
                     if "warming_state" in listener:
@@ -117,7 +155,11 @@ class FileXdsEnvoy:
             )
 
     def ecds_filter(self, name: str) -> dict[str, Any] | None:
-        for entry in self.admin.ecds_filters():
+        try:
+            entries = self.admin.ecds_filters()
+        except httpx.HTTPError:
+            return None  # admin busy (see listener_states); callers poll
+        for entry in entries:
             if entry.get("ecds_filter", {}).get("name") == name:
                 result: dict[str, Any] = entry
                 return result

@@ -147,10 +147,7 @@ class ModuleAgent:
 
     def _fetch(self, url: str, expect: str | None) -> CacheEntry:
         source = classify(url)
-        if source.kind == "http":
-            entry = self._http.fetch(source)
-        else:
-            entry = self._pull_oci(url, source.module_name)
+        entry = self._http.fetch(source) if source.kind == "http" else self._pull_oci(url, source.module_name)
         if expect and entry.sha256 != expect:
             self.cache.remove(entry.module_name, entry.checksum)
             raise MeshwasmError(

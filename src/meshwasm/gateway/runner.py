@@ -142,7 +142,7 @@ class LocalGateway:
         if busy:
             raise UsageError(
                 f"port already in use: {', '.join(busy)}",
-                hint="stop what holds it, or choose other ports with --port-offset N (or leave it out for free ports)",
+                hint="stop what holds it, or pick ports with --port-offset N (or omit it for free ports)",
             )
         return mapping
 
@@ -235,7 +235,8 @@ class LocalGateway:
         return files
 
     def translate(self, istio_resources: IstioResources, module_files: dict[str, str]) -> EnvoyConfig:
-        assert self.workload is not None and self.envoy is not None
+        assert self.workload is not None
+        assert self.envoy is not None
         return istio_to_envoy(
             istio_resources,
             workload_labels=self.workload.labels,
@@ -286,7 +287,7 @@ class LocalGateway:
         for gateway_port, local in sorted(self.port_map.items()):
             lines.append(f"gateway port {gateway_port} listens on {self.options.bind}:{local}")
         for hostname in self.workload.hostnames:
-            for gateway_port, local in sorted(self.port_map.items()):
+            for local in sorted(self.port_map.values()):
                 lines.append(
                     f'try: curl -s -v "http://{hostname}:{local}/get" --resolve "{hostname}:{local}:'
                     f'{self.options.bind}" --header "x-request-header: some value"'
@@ -346,7 +347,8 @@ class LocalGateway:
     def _repull_always(self) -> None:
         """``Always`` plugins: when the fetcher now serves other bytes (a push under the same
         tag), fetch and load them; a failed check keeps the loaded module."""
-        assert self.current is not None and self.agent is not None
+        assert self.current is not None
+        assert self.agent is not None
         stale = {
             f"{p.namespace}/{p.name}"
             for p in self.current.istio.wasm_plugins

@@ -1,9 +1,151 @@
-"""Command-line verbs for the host area (registered into `meshwasm` by meshwasm.cli)."""
+"""`meshwasm test-plugin`: run one HTTP exchange through a compiled plugin from the shell."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
 import typer
+
+from meshwasm import ui
+from meshwasm.errors import UsageError
+
+
+def _header(text: str, option: str) -> tuple[str, str]:
+    name, sep, value = text.partition(":")
+    if not sep or not name.strip():
+        raise UsageError(f"{option} {text!r}: want 'name: value'", hint=f"e.g. {option} 'x-user: alice'")
+    return name.strip(), value.strip()
+
+
+def _read_config(config: str | None) -> str | None:
+    if config is None or not config.startswith("@"):
+        return config
+    path = Path(config[1:])
+    try:
+        return path.read_text()
+    except OSError as exc:
+        raise UsageError(f"--config {config}: cannot read {path}: {exc.strerror}") from None
 
 
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to the root app."""
+
+    @app.command("test-plugin")
+    def test_plugin(
+        wasm: Annotated[Path, typer.Argument(help="The compiled plugin (.wasm).")],
+        config: Annotated[
+            str | None, typer.Option("--config", help="Plugin configuration: JSON text, or @file.")
+        ] = None,
+        request: Annotated[
+            str, typer.Option("--request", help="Request line: 'METHOD PATH' (authority from --host).")
+        ] = "GET /",
+        host: Annotated[str, typer.Option("--host", help=":authority of the request.")] = "example.com",
+        header: Annotated[
+            list[str] | None, typer.Option("-H", "--header", help="Request header 'name: value' (repeat).")
+        ] = None,
+        body: Annotated[str | None, typer.Option("--body", help="Request body.")] = None,
+        status: Annotated[int, typer.Option("--status", help="Upstream response status.")] = 200,
+        response_header: Annotated[
+            list[str] | None,
+            typer.Option("--response-header", help="Upstream response header 'name: value' (repeat)."),
+        ] = None,
+        response_body: Annotated[
+            str | None, typer.Option("--response-body", help="Upstream response body.")
+        ] = None,
+        root_id: Annotated[str, typer.Option("--root-id", help="The plugin's root_id.")] = "",
+        vm_config: Annotated[str | None, typer.Option("--vm-config", help="VM configuration.")] = None,
+        strict: Annotated[
+            bool, typer.Option("--strict", help="Fail on host calls Envoy would refuse in that state.")
+        ] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    ) -> None:
+        """Run one request/response through a plugin in meshwasm's host and show what it did."""
+        from meshwasm.host.plugin import Plugin
+
+        method, _, path = request.strip().partition(" ")
+        if not method or not path.strip().startswith("/"):
+            raise UsageError(
+                f"--request {request!r}: want 'METHOD /path'", hint="e.g. --request 'GET /headers'"
+            )
+        request_headers = [
+            (":method", method),
+            (":path", path.strip()),
+            (":authority", host),
+            (":scheme", "http"),
+        ]
+        request_headers += [_header(h, "-H") for h in header or []]
+        response_headers = [(":status", str(status))] + [
+            _header(h, "--response-header") for h in response_header or []
+        ]
+        with ui.status(f"loading {wasm}"):
+            plugin = Plugin.load(
+                wasm, config=_read_config(config), vm_config=vm_config, root_id=root_id, strict=strict
+            )
+        stream = plugin.http_stream()
+        outcome: dict[str, Any] = {"actions": {}}
+        outcome["actions"]["request_headers"] = int(
+            stream.send_request_headers(request_headers, body is None)
+        )
+        if body is not None and stream.local_response is None:
+            outcome["actions"]["request_body"] = int(stream.send_request_body(body.encode(), True))
+        if stream.local_response is None:
+            outcome["actions"]["response_headers"] = int(
+                stream.send_response_headers(response_headers, response_body is None)
+            )
+            if response_body is not None:
+                outcome["actions"]["response_body"] = int(
+                    stream.send_response_body(response_body.encode(), True)
+                )
+        stream.complete()
+        outcome["request_headers"] = stream.request_headers.pairs()
+        outcome["request_body"] = stream.request_body.decode(errors="replace")
+        local = stream.local_response
+        if local is not None:
+            outcome["local_response"] = {
+                "status": local.status,
+                "headers": local.headers.pairs(),
+                "body": local.body.decode(errors="replace"),
+            }
+        else:
+            outcome["response_headers"] = stream.response_headers.pairs()
+            outcome["response_body"] = stream.response_body.decode(errors="replace")
+        outcome["pending_http_calls"] = [
+            {"upstream": c.upstream, "headers": c.headers.pairs()} for c in plugin.pending_http_calls
+        ]
+        outcome["metrics"] = plugin.metrics
+        outcome["logs"] = [{"level": e.level_name, "message": e.message} for e in plugin.logs]
+        outcome["violations"] = [f"{v.call}: {v.status.name}: {v.why}" for v in plugin.violations]
+        if as_json:
+            ui.stdout.print(json.dumps(outcome, indent=2), markup=False)
+            return
+        _print(outcome)
+
+
+def _print(outcome: dict[str, Any]) -> None:
+    out = ui.stdout
+    actions = ", ".join(
+        f"{phase}={'continue' if a == 0 else f'pause({a})'}" for phase, a in outcome["actions"].items()
+    )
+    out.print(f"actions: {actions}", markup=False)
+    out.print("request headers (to upstream):", markup=False)
+    for name, value in outcome["request_headers"]:
+        out.print(f"  {name}: {value}", markup=False)
+    if "local_response" in outcome:
+        local = outcome["local_response"]
+        out.print(f"local response: {local['status']} {local['body']!r}", markup=False)
+        for name, value in local["headers"]:
+            out.print(f"  {name}: {value}", markup=False)
+    else:
+        out.print("response headers (to client):", markup=False)
+        for name, value in outcome["response_headers"]:
+            out.print(f"  {name}: {value}", markup=False)
+    for call in outcome["pending_http_calls"]:
+        out.print(f"pending HTTP call to {call['upstream']}", markup=False)
+    for name, value in outcome["metrics"].items():
+        out.print(f"metric {name} = {value}", markup=False)
+    for entry in outcome["logs"]:
+        out.print(f"log [{entry['level']}] {entry['message']}", markup=False)
+    for violation in outcome["violations"]:
+        out.print(f"violation {violation}", markup=False)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from meshwasm.errors import ExitCode, MeshwasmError, UsageError
-from meshwasm.toolchain import go
+from meshwasm.toolchain import go, zig
 from meshwasm.wasm.binary import ModuleInfo, read_module
 
 # A builder compiles the plugin in `src` to the file `out`, reporting progress lines.
@@ -18,6 +18,7 @@ Builder = Callable[[Path, Path, Callable[[str], None]], None]
 # Marker file -> (toolchain name, builder). Order matters: the first match wins.
 TOOLCHAINS: list[tuple[str, str, Builder]] = [
     ("go.mod", "go", go.build),
+    ("build.zig", "zig", zig.build),
 ]
 
 
@@ -39,7 +40,7 @@ def detect_toolchain(plugin_dir: Path) -> tuple[str, Builder]:
     known = ", ".join(marker for marker, _, _ in TOOLCHAINS)
     raise UsageError(
         f"{plugin_dir}: cannot tell how to build this plugin (none of {known} found)",
-        hint="a Go plugin needs a go.mod next to its main package",
+        hint="a Go plugin needs a go.mod next to its main package; a Zig one a build.zig beside src/main.zig",
     )
 
 
