@@ -361,6 +361,28 @@ def test_unreachable_registry_fails_closed_then_open(tmp_path: Path) -> None:
         assert up.stop() == 0
 
 
+def test_plugin_refusing_its_config_in_envoy_is_reported_and_fails_closed(
+    tmp_path: Path, demo_wasm: Path
+) -> None:
+    tree = copy_tree(tmp_path, free_port())
+    ext = tree / "wasm-extension.yaml"
+    # Without the schema, the bad config gets past render and reaches the plugin itself.
+    text = ext.read_text()
+    ext.write_text("\n".join(line for line in text.splitlines() if "config-schema" not in line) + "\n")
+    edit(tree / "tier2" / "gateway.yaml", "path: response", "path: sideways")
+    up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm))
+    try:
+        message = 'invalid configuration: headers[0].path: must be "request" or "response", got "sideways"'
+        assert "tier2.tier2-gateway-wasm-add-header0 failed to start in Envoy" in up.log()
+        assert message in up.log()
+        assert up.get().status_code == 403
+        # Fixing the tree brings the plugin up without a restart.
+        edit(tree / "tier2" / "gateway.yaml", "path: sideways", "path: response")
+        assert wait_header(up, "from tsb ingress gateway", timeout=20)
+    finally:
+        assert up.stop() == 0
+
+
 def test_sigterm_during_start_up_stops_everything(tmp_path: Path, demo_wasm: Path) -> None:
     tree = copy_tree(tmp_path, free_port())
     up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm), wait_ready=False)

@@ -1,10 +1,14 @@
 """Every case of plugins/add-header/testdata/contract.json through the real Envoy, for each build.
 
-One listener and one ECDS filter per case on the session's Envoy, all written
-at once per implementation (one shared Wasm VM serves them, as in a gateway):
-valid cases are checked on the request httpbin receives and on the response,
-invalid ones by the exact CRITICAL line the plugin logged in Envoy's log and
-by Envoy rejecting the filter.
+One listener and one ECDS filter per build on the session's Envoy; each case
+replaces the filter's configuration (a new plugin, its own root_id, in the one
+shared Wasm VM) and waits until Envoy applied or rejected it. One subscription
+per build on purpose: every file-watched ECDS filter costs Envoy an inotify
+instance, and the machine's 128 are shared by every Envoy on it. Valid cases
+are checked on the request httpbin receives and on the response; invalid ones
+by the exact CRITICAL line the plugin logged and by Envoy rejecting the update
+(the previous configuration keeps serving; fail-closed on a first bad
+configuration is covered in test_add_header_envoy.py).
 """
 
 from __future__ import annotations
@@ -32,14 +36,31 @@ VALID: list[dict[str, Any]] = CASES["valid"]
 INVALID: list[dict[str, Any]] = CASES["invalid"]
 VM_ID = "add-header"
 HTTPBIN_OWN_RESPONSE_HEADERS = {("content-type", "application/json")}
+GOOD_CONFIG = json.dumps({"header": "x-contract-ready", "value": "yes"})
 
 
 @dataclass
 class Deployed:
     wasm: Path
-    ports: dict[str, int]  # case name -> listener port
-    root_ids: dict[str, str]  # case name -> root_id, as Envoy's wasm log lines carry it
-    filters: dict[str, str]  # case name -> ECDS filter name
+    port: int
+    filter_name: str
+
+    def root_id(self, case: Mapping[str, Any]) -> str:
+        """Each case is its own plugin: Envoy's wasm log lines carry this root_id."""
+        index = [c["name"] for c in [*VALID, *INVALID]].index(case["name"])
+        return f"contract{index}.{self.wasm.stem}"
+
+    def filter_config(self, root_id: str, configuration: str) -> dict[str, Any]:
+        return r.typed_extension_config(
+            self.filter_name,
+            r.wasm_filter_config(
+                name=self.filter_name,
+                root_id=root_id,
+                filename=str(self.wasm),
+                configuration=configuration,
+                vm_id=VM_ID,
+            ),
+        )
 
 
 def _fail_count(envoy: FileXdsEnvoy, filter_name: str) -> int:
@@ -49,51 +70,37 @@ def _fail_count(envoy: FileXdsEnvoy, filter_name: str) -> int:
 
 @pytest.fixture(scope="module")
 def deployed(envoy: FileXdsEnvoy, httpbin: HttpbinProcess, add_header_wasm: Path) -> Deployed:
-    """All contract cases as listeners for this build of add-header."""
+    """One listener through one ECDS filter for this build of add-header, serving a good config."""
     envoy.upsert_cluster(r.static_cluster("httpbin", httpbin.host, httpbin.port))
-    out = Deployed(add_header_wasm, {}, {}, {})
-    for index, case in enumerate([*VALID, *INVALID]):
-        name = f"contract{index}.{add_header_wasm.stem}"
-        out.root_ids[case["name"]] = name
-        out.filters[case["name"]] = f"test.{name}"
-        envoy.set_filter(
-            r.typed_extension_config(
-                f"test.{name}",
-                r.wasm_filter_config(
-                    name=f"test.{name}",
-                    root_id=name,
-                    filename=str(add_header_wasm),
-                    configuration=case["config"],
-                    vm_id=VM_ID,
-                ),
-            )
+    name = f"contract.{add_header_wasm.stem}"
+    out = Deployed(add_header_wasm, free_port(), f"test.{name}")
+    envoy.set_filter(out.filter_config(f"{name}.ready", GOOD_CONFIG))
+    envoy.upsert_listener(
+        r.http_listener(
+            name=name,
+            address="127.0.0.1",
+            port=out.port,
+            virtual_hosts=[r.virtual_host("httpbin", ["*"], [r.route_to_cluster("/", "httpbin")])],
+            http_filters=[r.ecds_http_filter(out.filter_name, envoy.xds.ecds_source(out.filter_name))],
         )
-    for case in [*VALID, *INVALID]:
-        port = out.ports[case["name"]] = free_port()
-        valid = "critical" not in case
-        filter_name = out.filters[case["name"]]
-        envoy.upsert_listener(
-            r.http_listener(
-                name=out.root_ids[case["name"]],
-                address="127.0.0.1",
-                port=port,
-                virtual_hosts=[r.virtual_host("httpbin", ["*"], [r.route_to_cluster("/", "httpbin")])],
-                http_filters=[
-                    r.ecds_http_filter(
-                        filter_name,
-                        # A rejected filter never arrives: its listener warms without it after 1 s.
-                        envoy.xds.ecds_source(filter_name, initial_fetch_timeout="0s" if valid else "1s"),
-                    )
-                ],
-            )
-        )
-    for case in VALID:
-        envoy.wait_listener_active(out.root_ids[case["name"]])
-    for case in INVALID:
-        filter_name = out.filters[case["name"]]
-        if not wait_until(lambda f=filter_name: _fail_count(envoy, f) > 0, timeout=30, interval=0.1):
-            raise MeshwasmError(f"Envoy did not reject {filter_name} ({case['name']!r}) within 30 s")
+    )
+    envoy.wait_listener_active(name)
     return out
+
+
+def _apply(envoy: FileXdsEnvoy, deployed: Deployed, case: Mapping[str, Any]) -> None:
+    """Replace the filter's configuration with the case's; wait until Envoy applied or rejected it."""
+    config = deployed.filter_config(deployed.root_id(case), case["config"])
+    if "critical" not in case:
+        envoy.set_filter(config)
+        envoy.wait_filter_applied(config)
+        return
+    rejected_before = _fail_count(envoy, deployed.filter_name)
+    envoy.set_filter(config)
+    if not wait_until(
+        lambda: _fail_count(envoy, deployed.filter_name) > rejected_before, timeout=30, interval=0.05
+    ):
+        raise MeshwasmError(f"Envoy did not reject {case['name']!r} within 30 s")
 
 
 def _joined(values: list[str]) -> str:
@@ -110,8 +117,8 @@ def _echoed(headers: Mapping[str, str], name: str) -> str | None:
 
 @pytest.mark.parametrize("case", VALID, ids=[c["name"] for c in VALID])
 def test_valid_case_in_envoy(case: dict[str, Any], deployed: Deployed, envoy: FileXdsEnvoy) -> None:
-    port = deployed.ports[case["name"]]
-    base = f"http://127.0.0.1:{port}"
+    _apply(envoy, deployed, case)
+    base = f"http://127.0.0.1:{deployed.port}"
     request_in = [(k, v) for k, v in case["request"]["in"]]
     echoed = httpx.get(f"{base}/headers", headers=request_in, timeout=10)
     assert echoed.status_code == 200, echoed.text
@@ -129,19 +136,20 @@ def test_valid_case_in_envoy(case: dict[str, Any], deployed: Deployed, envoy: Fi
         assert response.headers.get_list(name) == values, f"response header {name}: {response.headers}"
 
     # Nothing logged by the plugin on the request path (info level and above reach the log).
-    assert envoy.process.log_lines(f"wasm log {deployed.root_ids[case['name']]} ") == []
+    assert envoy.process.log_lines(f"wasm log {deployed.root_id(case)} ") == []
 
 
 @pytest.mark.parametrize("case", INVALID, ids=[c["name"] for c in INVALID])
 def test_invalid_case_in_envoy(case: dict[str, Any], deployed: Deployed, envoy: FileXdsEnvoy) -> None:
-    root_id = deployed.root_ids[case["name"]]
-    lines = envoy.process.log_lines(f"wasm log {root_id} {VM_ID}: ")
-    assert lines, f"no wasm log line for {root_id}"
-    # Exactly one line, at critical level, ending with exactly the contract's message.
+    _apply(envoy, deployed, case)
+    root_id = deployed.root_id(case)
+    prefix = f"wasm log {root_id} {VM_ID}: "
+    wait_until(lambda: bool(envoy.process.log_lines(prefix)), timeout=5)
+    lines = envoy.process.log_lines(prefix)
+    # Exactly one line, at critical level, carrying exactly the contract's message.
     assert len(lines) == 1, lines
     assert "[critical][wasm]" in lines[0]
-    assert lines[0].split(f"wasm log {root_id} {VM_ID}: ", 1)[1] == case["critical"]
-    assert _fail_count(envoy, deployed.filters[case["name"]]) >= 1
-    # Fail closed: the listener serves without the plugin only an error, never the upstream.
-    response = httpx.get(f"http://127.0.0.1:{deployed.ports[case['name']]}/headers", timeout=10)
-    assert response.status_code >= 500
+    assert lines[0].split(prefix, 1)[1] == case["critical"]
+    # Rejected: the listener still serves with the configuration it had.
+    response = httpx.get(f"http://127.0.0.1:{deployed.port}/headers", timeout=10)
+    assert response.status_code == 200

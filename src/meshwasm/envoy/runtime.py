@@ -7,7 +7,7 @@ in a directory, replaced atomically and applied without a restart.
 
 from __future__ import annotations
 
-import json
+import re
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -67,9 +67,10 @@ class FileXdsEnvoy:
 
     # -- configuration -----------------------------------------------------------------
 
-    def set_filter(self, typed_extension_config: Json) -> None:
-        """Write (or replace) one ECDS filter; listeners pick it up by name."""
-        self.xds.write_filter(typed_extension_config)
+    def set_filter(self, typed_extension_config: Json) -> bool:
+        """Write (or replace) one ECDS filter; listeners pick it up by name.
+        False when the file already held exactly this (Envoy sees no update)."""
+        return self.xds.write_filter(typed_extension_config)
 
     def remove_filter(self, name: str) -> None:
         self.xds.remove_filter(name)
@@ -165,23 +166,67 @@ class FileXdsEnvoy:
                 return result
         return None
 
+    def filter_updates(self, name: str) -> tuple[int, int]:
+        """ECDS updates of filter ``name`` Envoy has (accepted, rejected) so far.
+
+        The config dump is no proof of acceptance: it shows the last config
+        received even when the plugin refused it, so outcomes come from stats.
+        """
+        prefix = f"extension_config_discovery.http_filter.{name}."
+        try:
+            stats = self.admin.stats(prefix.replace(".", r"\."))
+        except httpx.HTTPError:
+            return (0, 0)
+        return (stats.get(prefix + "update_success", 0), stats.get(prefix + "config_fail", 0))
+
+    def wait_filter_update(self, name: str, before: tuple[int, int], timeout: float = 120.0) -> bool:
+        """After writing filter ``name``: True once Envoy accepted the update, False if it
+        rejected it (then the filter's previous config, if any, keeps serving)."""
+        outcome: list[bool] = []
+
+        def settled() -> bool:
+            accepted, rejected = self.filter_updates(name)
+            if rejected > before[1]:
+                outcome.append(False)
+            elif accepted > before[0]:
+                outcome.append(True)
+            return bool(outcome)
+
+        if not wait_until(settled, timeout=timeout, interval=0.05, alive=self.process.alive):
+            self.process.ensure_alive()
+            raise MeshwasmError(
+                f"Envoy neither accepted nor rejected ECDS filter {name} within {timeout:.0f} s;"
+                f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
+            )
+        return outcome[0]
+
     def wait_filter_applied(self, typed_extension_config: Json, timeout: float = 30.0) -> None:
-        """Wait until the config dump shows exactly this ECDS resource."""
-        want = json.dumps(typed_extension_config["typed_config"], sort_keys=True)
+        """Wait until the config dump shows exactly this ECDS resource (for configs known to be
+        good; use :meth:`wait_filter_update` where the plugin may refuse its config)."""
+        name = typed_extension_config["name"]
+        want = _normalize(typed_extension_config["typed_config"])
 
         def applied() -> bool:
-            entry = self.ecds_filter(typed_extension_config["name"])
-            if entry is None:
-                return False
-            have = entry["ecds_filter"].get("typed_config", {})
-            return bool(_normalize(have) == _normalize(json.loads(want)))
+            entry = self.ecds_filter(name)
+            return entry is not None and _normalize(entry["ecds_filter"].get("typed_config", {})) == want
 
         if not wait_until(applied, timeout=timeout, interval=0.1, alive=self.process.alive):
             self.process.ensure_alive()
             raise MeshwasmError(
-                f"ECDS filter {typed_extension_config['name']} not applied after {timeout:.0f} s;"
+                f"ECDS filter {name} not applied after {timeout:.0f} s;"
                 f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
             )
+
+    def plugin_log(self, root_id: str) -> list[str]:
+        """The CRITICAL and ERROR lines a Wasm plugin wrote to Envoy's log
+        (Envoy prefixes them ``wasm log <root_id>[ <vm_id>]:``)."""
+        pattern = re.compile(rf"wasm log {re.escape(root_id)}( \S+)?: (?P<message>.*)$")
+        out = []
+        for line in self.process.log_lines(f"wasm log {root_id}"):
+            found = pattern.search(line)
+            if found and ("[critical]" in line or "[error]" in line):
+                out.append(found["message"])
+        return out
 
 
 def _normalize(value: Any) -> Any:

@@ -44,26 +44,37 @@ class XdsFiles:
             str(self.ecds_path(filter_name)), str(self.directory), initial_fetch_timeout=initial_fetch_timeout
         )
 
-    def write_listeners(self, listeners: Sequence[Json]) -> None:
-        self._write(self.lds_path, {"resources": list(listeners)})
+    def write_listeners(self, listeners: Sequence[Json]) -> bool:
+        return self._write(self.lds_path, {"resources": list(listeners)})
 
-    def write_clusters(self, clusters: Sequence[Json]) -> None:
-        self._write(self.cds_path, {"resources": list(clusters)})
+    def write_clusters(self, clusters: Sequence[Json]) -> bool:
+        return self._write(self.cds_path, {"resources": list(clusters)})
 
-    def write_filter(self, typed_extension_config: Json) -> None:
+    def write_filter(self, typed_extension_config: Json) -> bool:
         """Write one ECDS resource (a ``TypedExtensionConfig``) to its own file."""
-        self._write(self.ecds_path(typed_extension_config["name"]), {"resources": [typed_extension_config]})
+        return self._write(
+            self.ecds_path(typed_extension_config["name"]), {"resources": [typed_extension_config]}
+        )
 
     def remove_filter(self, filter_name: str) -> None:
         self.ecds_path(filter_name).unlink(missing_ok=True)
 
-    def _write(self, path: Path, document: Json) -> None:
+    def _write(self, path: Path, document: Json) -> bool:
+        """Replace ``path`` atomically; False (and no write) when it already holds ``document``,
+        so Envoy is not made to re-read, and re-create, what it has."""
         # JSON is valid YAML, and Envoy parses it faster and without surprises.
+        text = json.dumps(document, indent=1)
+        try:
+            if path.read_text() == text:
+                return False
+        except FileNotFoundError:
+            pass
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.directory)
         try:
             with os.fdopen(fd, "w") as fh:
-                json.dump(document, fh, indent=1)
+                fh.write(text)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
+        return True

@@ -20,10 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from meshwasm.envoy import resources as r
 from meshwasm.envoy.runtime import FileXdsEnvoy
 from meshwasm.errors import MeshwasmError, UsageError
 from meshwasm.fetcher.process import FetcherProcess
@@ -32,7 +33,10 @@ from meshwasm.gateway.agent import ModuleAgent, Resolution, pull_policy
 from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.manifests import istio, load
 from meshwasm.net import free_port, port_in_use, wait_until
-from meshwasm.translate import EnvoyConfig, IstioResources, istio_to_envoy, tsb_to_istio
+from meshwasm.translate import EnvoyConfig, IstioResources, filter_name, istio_to_envoy, tsb_to_istio
+
+if TYPE_CHECKING:
+    from meshwasm.oci.local_registry import LocalRegistry
 
 Say = Callable[[str], None]
 
@@ -69,8 +73,8 @@ class LocalGateway:
         self.options = options
         self.say = say
         self.workdir = Path(tempfile.mkdtemp(prefix="meshwasm-up-"))
-        self.fetcher_port = free_port(options.bind) if options.use_fetcher else 0
-        self.registry: Any = None
+        self.fetcher_port = free_port() if options.use_fetcher else 0
+        self.registry: LocalRegistry | None = None
         self.fetcher: FetcherProcess | None = None
         self.httpbin: HttpbinProcess | None = None
         self.envoy: FileXdsEnvoy | None = None
@@ -82,13 +86,15 @@ class LocalGateway:
         self.resolutions: dict[str, Resolution] = {}
         self.envoy_restarts = 0
         self.reported_errors: set[str] = set()
+        self.applied_filters: set[str] = set()  # ECDS filters this Envoy serves some config for
 
     # ----- rendering (no side effects)
 
     def render(self) -> Rendered:
         signature = tree_signature(self.options.tree)
         tree = load(self.options.tree)
-        base = f"http://{self.options.bind}:{self.fetcher_port}" if self.options.use_fetcher else None
+        # The fetcher always listens on loopback, whatever address the gateway binds.
+        base = f"http://127.0.0.1:{self.fetcher_port}" if self.options.use_fetcher else None
         return Rendered(tsb_to_istio(tree, fetcher_base=base), signature)
 
     # ----- start-up
@@ -113,7 +119,7 @@ class LocalGateway:
             self._start_fetcher(registries)
         if upstream_plan.httpbin:
             self.httpbin = HttpbinProcess(workdir=self.workdir / "httpbin", host="127.0.0.1")
-            self.say(f"starting httpbin (pid pending) for {', '.join(upstream_plan.httpbin)}")
+            self.say(f"starting httpbin for {', '.join(upstream_plan.httpbin)}")
             self.httpbin.start()
             self.httpbin.wait_ready()
             self.say(f"httpbin ready on {self.httpbin.url} (pid {self.httpbin.pid})")
@@ -124,7 +130,7 @@ class LocalGateway:
 
         allowed = list(registries)
         if self.options.use_fetcher:
-            allowed.append(f"{self.options.bind}:{self.fetcher_port}")
+            allowed.append(f"127.0.0.1:{self.fetcher_port}")
         self.agent = ModuleAgent(self.options.cache_dir / "agent", allowed_hosts=allowed)
         self._start_envoy()
         self.apply(rendered, first=True)
@@ -255,29 +261,54 @@ class LocalGateway:
         files = self.resolve_modules(rendered.istio, changed=changed or set())
         config = self.translate(rendered.istio, files)
         old_filters = set(self.envoy.xds.directory.glob("ecds-*.yaml"))
-        for typed in config.filters:
-            self.envoy.set_filter(typed)
+        before = {f["name"]: self.envoy.filter_updates(f["name"]) for f in config.filters}
+        written = [typed for typed in config.filters if self.envoy.set_filter(typed)]
         self.envoy.set_clusters(config.clusters)
+        # Envoy subscribes to an ECDS filter only once a listener names it.
         self.envoy.set_listeners(config.listeners)
         if first:
             self.say("waiting for Envoy to load the listeners and compile the modules")
+        for typed in written:
+            if self.envoy.wait_filter_update(typed["name"], before[typed["name"]], timeout=120):
+                self.applied_filters.add(typed["name"])
+            else:
+                self._plugin_failed_in_envoy(rendered.istio, typed)
         for listener in config.listeners:
             self.envoy.wait_listener_active(listener["name"], timeout=120)
-        for typed in config.filters:
-            self.envoy.wait_filter_applied(typed, timeout=120)
         keep = {self.envoy.xds.ecds_path(f["name"]) for f in config.filters}
         for stale in old_filters - keep:
             stale.unlink(missing_ok=True)
         self.current = rendered
-        self._check_plugin_errors()
 
-    def _check_plugin_errors(self) -> None:
-        """Surface Wasm start-up failures from Envoy's log (the plugin's own CRITICAL line)."""
+    def _plugin_failed_in_envoy(self, istio_resources: IstioResources, typed: dict[str, Any]) -> None:
+        """Envoy rejected a Wasm filter (its module refused to start, usually a bad config).
+
+        Report the plugin's own log lines. A filter that was serving keeps its
+        previous config (Envoy's behaviour); a new one gets the failStrategy's
+        RBAC stand-in, as Istio's agent serves for a module it cannot load.
+        """
         assert self.envoy is not None
-        for line in self.envoy.process.log_lines("[critical][wasm]"):
-            if "wasm log" in line and line not in self.reported_errors:
-                self.reported_errors.add(line)
-                self.say(f"plugin error from Envoy: {line.split('wasm log', 1)[1].strip()}")
+        name = typed["name"]
+        root_id = typed["typed_config"].get("config", {}).get("root_id", "")
+        messages = [m for m in self.envoy.plugin_log(root_id) if m not in self.reported_errors]
+        self.reported_errors.update(messages)
+        detail = "; ".join(messages) or f"see {self.envoy.process.log_path}"
+        if name in self.applied_filters:
+            self.say(f"plugin {name} failed to start in Envoy: {detail}; its previous config keeps serving")
+            return
+        plugin = next(p for p in istio_resources.wasm_plugins if filter_name(p) == name)
+        fail_open = plugin.spec.fail_strategy == "FAIL_OPEN"
+        effect = (
+            "requests pass without it (fail open)"
+            if fail_open
+            else "requests are denied with 403 (fail closed)"
+        )
+        self.say(f"plugin {name} failed to start in Envoy: {detail}; {effect}")
+        stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open))
+        counts = self.envoy.filter_updates(name)
+        if self.envoy.set_filter(stand_in):
+            self.envoy.wait_filter_update(name, counts, timeout=30)
+        self.applied_filters.add(name)
 
     # ----- running
 
@@ -317,6 +348,7 @@ class LocalGateway:
         self.envoy_restarts += 1
         self.say(f"restarting Envoy ({self.envoy_restarts}/{self.options.restart_envoy})")
         self._start_envoy()
+        self.applied_filters.clear()
         assert self.current is not None
         self.apply(self.current)
 
