@@ -24,7 +24,7 @@ GO_SOURCES   := $(wildcard $(PLUGIN_DIR)/*.go) $(PLUGIN_DIR)/go.mod $(PLUGIN_DIR
 ZIG_SOURCES  := $(wildcard $(ZIG_PLUGIN_DIR)/src/*.zig) $(ZIG_PLUGIN_DIR)/build.zig
 PYTEST_ARGS  ?=
 
-.PHONY: get build test test-go test-py lint clean bench bench-fetcher demo
+.PHONY: get build test test-go test-py lint clean bench bench-fetcher bench-gateway demo
 
 get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP)
 
@@ -85,6 +85,10 @@ $(GO_FIRST_WASM): $(GO_STAMP)
 bench: get $(GO_WASM) $(ZIG_WASM) $(GO_FIRST_WASM)
 	$(BIN)/python bench/dataplane.py --go-wasm $(GO_WASM) --zig-wasm $(ZIG_WASM) \
 		--extra go-first=$(GO_FIRST_WASM) --rounds 7 --seconds 3 --out bench/results
+
+# `meshwasm up`: cold and warm start to the first 200, live-edit latency, failed requests during edits.
+bench-gateway: get $(GO_WASM) $(ZIG_WASM)
+	$(BIN)/python bench/gateway_up.py --wasm go=$(GO_WASM) --wasm zig=$(ZIG_WASM)
 
 # The wasmfetcher beside nginx (cache hits) and skopeo (cold pulls); nginx is a bench-only install.
 bench-fetcher: get

@@ -14,7 +14,8 @@ trap 'rm -rf "$state"' EXIT
 
 "$MESHWASM" up "$TREE" --registry --push "$WASM" --state-file "$state/up.json" &
 up_pid=$!
-stop() { kill -INT "$up_pid" 2>/dev/null || true; wait "$up_pid" || true; }
+# SIGTERM, not SIGINT: a non-interactive shell starts background jobs with SIGINT ignored.
+stop() { kill -TERM "$up_pid" 2>/dev/null || true; wait "$up_pid" || true; }
 trap 'stop; rm -rf "$state"' INT TERM
 
 for _ in $(seq 1 600); do

@@ -87,7 +87,9 @@ class Up:
         return self.proc.returncode
 
 
-def start_up(tmp_path: Path, tree: Path, *extra: str, wait_ready: bool = True) -> Up:
+def start_up(
+    tmp_path: Path, tree: Path, *extra: str, wait_ready: bool = True, ignore_sigint: bool = False
+) -> Up:
     state_file = tmp_path / "state.json"
     stdout_path, stderr_path = tmp_path / "up.out", tmp_path / "up.err"
     env = {**os.environ, "MESHWASM_CACHE_DIR": str(tmp_path / "cache")}
@@ -98,6 +100,8 @@ def start_up(tmp_path: Path, tree: Path, *extra: str, wait_ready: bool = True) -
             stderr=err,
             text=True,
             env=env,
+            # What a non-interactive shell does to a background job (`meshwasm up &` in a script).
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if ignore_sigint else None,
         )
     up = Up(proc, tree, {}, stderr_path, stdout_path)
     if wait_ready:
@@ -347,7 +351,8 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_unreachable_registry_fails_closed_then_open(tmp_path: Path) -> None:
     tree = copy_tree(tmp_path, free_port())  # nothing listens on that registry port
-    up = start_up(tmp_path, tree)
+    # Started as a script's background job would be: Ctrl-C (SIGINT) must still stop it.
+    up = start_up(tmp_path, tree, ignore_sigint=True)
     try:
         response = up.get()
         assert response.status_code == 403

@@ -77,6 +77,8 @@ def up(
     if not tree.exists():
         raise MeshwasmError(f"{tree}: no such file or directory", exit_code=ExitCode.NOT_FOUND)
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    # Also when started in the background by a script, whose shell ignores SIGINT for it.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     started = time.monotonic()
     local = LocalGateway(options, ui.info)
     try:
