@@ -8,6 +8,7 @@ a grace period, then SIGKILL, and never a stray child left behind.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
@@ -16,6 +17,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from meshwasm.errors import MeshwasmError
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: have Linux send SIGTERM when its parent dies, so even a
+    SIGKILLed `meshwasm up` (no chance to clean up) leaves no Envoy or registry behind."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the normal stop path still applies
+        pass
 
 
 class ProcessExited(MeshwasmError):
@@ -59,6 +72,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         except OSError as exc:
             raise MeshwasmError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc

@@ -397,3 +397,13 @@ def test_sigterm_during_start_up_stops_everything(tmp_path: Path, demo_wasm: Pat
     up.proc.wait(timeout=30)
     assert pids
     assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
+
+
+def test_sigkill_of_up_leaves_no_process_behind(tmp_path: Path) -> None:
+    tree = copy_tree(tmp_path, free_port())
+    up = start_up(tmp_path, tree)
+    pids = up.child_pids()
+    assert len(pids) >= 3  # wasmfetcher, httpbin, Envoy
+    up.proc.kill()  # no chance to clean up: the children must go by themselves
+    up.proc.wait(timeout=10)
+    assert wait_until(lambda: not any(alive(p) for p in pids), timeout=15)
