@@ -5,7 +5,9 @@ For each module given (e.g. the Go and the Zig add-header), in one run:
 - warm: the same with the cache the cold run left;
 - edits: the tree's header value changed N times under a request loop from a
   second process; time from each write to the first response with the new
-  value, and the number of failed requests.
+  value, and the number of failed requests;
+- new module: the same module with other bytes pushed under the same tag
+  (imagePullPolicy Always); time from the push to Envoy running it.
 
 Usage: bench/gateway_up.py --wasm go=build/add-header-go.wasm --wasm zig=build/add-header-zig.wasm
 """
@@ -40,6 +42,38 @@ def prepare_tree(workdir: Path) -> Path:
     text = ext.read_text().replace("127.0.0.1:5000", f"127.0.0.1:{free_port()}")
     ext.write_text(text.replace("../plugins/", f"{ROOT}/plugins/"))
     return tree
+
+
+def new_module_latency(tree: Path, wasm: Path, workdir: Path) -> float:
+    """Push ``wasm`` with an extra custom section under the tree's tag; seconds until Envoy runs it."""
+    import hashlib
+    import re
+
+    from meshwasm.oci.client import RegistryClient
+    from meshwasm.oci.image import build_image
+    from meshwasm.oci.reference import parse_reference
+
+    name = b"bench"
+    payload = bytes([len(name)]) + name + str(time.time()).encode()
+    module = wasm.read_bytes() + b"\x00" + bytes([len(payload)]) + payload
+    digest = hashlib.sha256(module).hexdigest()
+    url = re.search(r"url: (oci://\S+)", (tree / "wasm-extension.yaml").read_text())
+    assert url is not None
+    admin = json.loads((workdir / "state.json").read_text())["admin"]
+
+    def running() -> bool:
+        try:
+            dump = httpx.get(f"{admin}/config_dump", timeout=5).text
+        except httpx.HTTPError:
+            return False
+        return f"{digest}.wasm" in dump
+
+    with RegistryClient() as client:
+        pushed = time.monotonic()
+        client.push_image(build_image(module, variant="compat"), parse_reference(url[1]))
+    if not wait_until(running, timeout=60, interval=0.02):
+        raise SystemExit("the new module never reached Envoy")
+    return time.monotonic() - pushed
 
 
 def start(tree: Path, wasm: Path, cache: Path, workdir: Path) -> tuple[subprocess.Popen[bytes], float, int]:
@@ -151,6 +185,7 @@ def main() -> None:
             proc, warm, port = start(tree, wasm, cache, workdir)
             try:
                 latencies, sent, failed = measure_edits(tree, port, args.edits, workdir)
+                new_module = new_module_latency(tree, wasm, workdir)
             finally:
                 stop(proc)
         rows.append(
@@ -163,17 +198,18 @@ def main() -> None:
                 "edit_max_s": round(max(latencies), 3),
                 "requests_during_edits": sent,
                 "failed_requests": failed,
+                "new_module_s": round(new_module, 2),
             }
         )
     print(
         f"{'module':<8} {'size':>10} {'cold up->200':>13} {'warm up->200':>13} {'edit p50':>9} "
-        f"{'edit max':>9} {'requests':>9} {'failed':>7}"
+        f"{'edit max':>9} {'requests':>9} {'failed':>7} {'new module':>11}"
     )
     for r in rows:
         print(
             f"{r['module']:<8} {r['size_bytes']:>10} {r['cold_start_s']:>12.2f}s {r['warm_start_s']:>12.2f}s "
             f"{r['edit_median_s']:>8.3f}s {r['edit_max_s']:>8.3f}s {r['requests_during_edits']:>9} "
-            f"{r['failed_requests']:>7}"
+            f"{r['failed_requests']:>7} {r['new_module_s']:>10.2f}s"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(rows, indent=1))
