@@ -407,3 +407,14 @@ def test_sigkill_of_up_leaves_no_process_behind(tmp_path: Path) -> None:
     up.proc.kill()  # no chance to clean up: the children must go by themselves
     up.proc.wait(timeout=10)
     assert wait_until(lambda: not any(alive(p) for p in pids), timeout=15)
+
+
+def test_without_the_fetcher_the_agent_pulls_from_the_registry(tmp_path: Path, demo_wasm: Path) -> None:
+    tree = copy_tree(tmp_path, free_port())
+    up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm), "--no-fetcher")
+    try:
+        assert up.get().headers["x-ingress-header"] == "from tsb ingress gateway"
+        assert "wasmfetcher" not in up.log()
+        assert re.search(r"resolving module for tier2/tier2-gateway-wasm-add-header0: oci://", up.log())
+    finally:
+        assert up.stop() == 0

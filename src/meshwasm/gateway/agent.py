@@ -18,7 +18,6 @@ tagged ``latest``; a given ``sha256`` is verified and makes a cached copy a hit.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -52,8 +51,16 @@ def pull_policy(plugin: istio.WasmPlugin) -> str:
     if spec.image_pull_policy and spec.image_pull_policy != "UNSPECIFIED_POLICY":
         return spec.image_pull_policy
     url = spec.url
-    if url.startswith("oci://") and "@" not in url and url.rsplit("/", 1)[-1].endswith(":latest"):
-        return "Always"
+    if url.startswith("oci://"):
+        from meshwasm.oci.errors import InvalidReference
+        from meshwasm.oci.reference import parse_reference
+
+        try:
+            reference = parse_reference(url)
+        except InvalidReference:
+            return "IfNotPresent"  # the pull reports the bad reference
+        # No tag means latest, as for any image reference.
+        return "Always" if reference.digest is None and reference.tag in (None, "latest") else "IfNotPresent"
     # The seed's fetcher URLs hide the tag in base64; the fetcher applies the tag's policy itself.
     return "IfNotPresent"
 
@@ -66,7 +73,6 @@ class ModuleAgent:
         cache_dir: Path,
         *,
         allowed_hosts: list[str],
-        registry_client_factory: Callable[[], object] | None = None,
         timeout: float = 120.0,
     ):
         self.cache = ModuleCache(cache_dir)
@@ -80,7 +86,6 @@ class ModuleAgent:
         )
         self._guard = AddressGuard(allow_loopback=True)
         self._allowed = Allowlist.of(allowed_hosts)
-        self._registry_client_factory = registry_client_factory
         self._current: dict[str, CacheEntry] = {}  # url -> module last resolved
 
     def resolve(self, plugin: istio.WasmPlugin, *, force: bool = False) -> Resolution:
@@ -161,13 +166,8 @@ class ModuleAgent:
 
         reference = parse_reference(url)
         self._allowed.check(reference.registry, reference.registry.rsplit(":", 1)[0])
-        client = (
-            self._registry_client_factory()
-            if self._registry_client_factory
-            else RegistryClient(request_guard=self._guard.request_guard)
-        )
-        assert isinstance(client, RegistryClient)
-        pulled = client.pull_module(reference)
+        with RegistryClient(request_guard=self._guard.request_guard) as client:
+            pulled = client.pull_module(reference)
         return self.cache.put(module_name, pulled.manifest_digest, pulled.data)
 
     @staticmethod

@@ -29,10 +29,10 @@ from meshwasm.envoy.runtime import FileXdsEnvoy
 from meshwasm.errors import MeshwasmError, UsageError
 from meshwasm.fetcher.process import FetcherProcess
 from meshwasm.gateway import plan as planning
-from meshwasm.gateway.agent import ModuleAgent, Resolution, pull_policy
+from meshwasm.gateway.agent import ModuleAgent, pull_policy
 from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.manifests import istio, load
-from meshwasm.net import free_port, port_in_use, wait_until
+from meshwasm.net import free_port, port_in_use
 from meshwasm.translate import EnvoyConfig, IstioResources, filter_name, istio_to_envoy, tsb_to_istio
 
 if TYPE_CHECKING:
@@ -83,7 +83,6 @@ class LocalGateway:
         self.port_map: dict[int, int] = {}
         self.upstreams: dict[str, tuple[str, int]] = {}
         self.current: Rendered | None = None
-        self.resolutions: dict[str, Resolution] = {}
         self.envoy_restarts = 0
         self.reported_errors: set[str] = set()
         self.applied_filters: set[str] = set()  # ECDS filters this Envoy serves some config for
@@ -225,19 +224,12 @@ class LocalGateway:
             started = time.monotonic()
             self.say(f"resolving module for {key}: {plugin.spec.url}")
             result = self.agent.resolve(plugin, force=force)
-            self.resolutions[key] = result
             if result.path:
                 files[plugin.spec.url] = result.path
                 how = "fetched" if result.fetched else "cached"
                 self.say(f"  {how} {result.sha256} in {time.monotonic() - started:.2f} s -> {result.path}")
             else:
-                strategy = plugin.spec.fail_strategy or "FAIL_CLOSE"
-                effect = (
-                    "requests pass without it (fail open)"
-                    if strategy == "FAIL_OPEN"
-                    else ("requests are denied with 403 (fail closed)")
-                )
-                self.say(f"  plugin {key} failed: {result.error}; {effect}")
+                self.say(f"  plugin {key} failed: {result.error}; {failure_effect(plugin)}")
         return files
 
     def translate(self, istio_resources: IstioResources, module_files: dict[str, str]) -> EnvoyConfig:
@@ -298,12 +290,7 @@ class LocalGateway:
             return
         plugin = next(p for p in istio_resources.wasm_plugins if filter_name(p) == name)
         fail_open = plugin.spec.fail_strategy == "FAIL_OPEN"
-        effect = (
-            "requests pass without it (fail open)"
-            if fail_open
-            else "requests are denied with 403 (fail closed)"
-        )
-        self.say(f"plugin {name} failed to start in Envoy: {detail}; {effect}")
+        self.say(f"plugin {name} failed to start in Envoy: {detail}; {failure_effect(plugin)}")
         stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open))
         counts = self.envoy.filter_updates(name)
         if self.envoy.set_filter(stand_in):
@@ -426,6 +413,13 @@ class LocalGateway:
             path.write_text(json.dumps(state, indent=1))
 
 
+def failure_effect(plugin: istio.WasmPlugin) -> str:
+    """What a plugin's failStrategy does to traffic when its module is not running."""
+    if plugin.spec.fail_strategy == "FAIL_OPEN":
+        return "requests pass without it (fail open)"
+    return "requests are denied with 403 (fail closed)"
+
+
 def state_path() -> Path:
     """Where the running gateway is described for `meshwasm inspect`."""
     return default_cache_dir() / "up-state.json"
@@ -456,14 +450,4 @@ def _registry_answers(address: str) -> bool:
         return False
 
 
-def wait_for_request(url: str, host: str, timeout: float) -> bool:
-    def answered() -> bool:
-        try:
-            return httpx.get(url, headers={"host": host}, timeout=2.0).status_code < 500
-        except httpx.HTTPError:
-            return False
-
-    return wait_until(answered, timeout=timeout, interval=0.1)
-
-
-__all__ = ["LocalGateway", "UpOptions", "istio", "state_path"]
+__all__ = ["LocalGateway", "UpOptions", "state_path"]
