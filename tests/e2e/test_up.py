@@ -7,6 +7,7 @@ fault cases that fail early start their own short-lived `up`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
@@ -274,12 +275,10 @@ def test_new_module_under_the_same_tag_is_loaded(up: Up, demo_wasm: Path) -> Non
     url = re.search(r"url: (oci://\S+)", (up.tree / "wasm-extension.yaml").read_text())[1]  # type: ignore[index]
     with RegistryClient() as client:
         client.push_image(build_image(module, variant="compat"), parse_reference(url))
-    pushed = time.time()
-    assert wait_until(lambda: _module_sha(up) not in (before, None), timeout=15, interval=0.1), up.log()[
-        -3000:
-    ]
-    took = time.time() - pushed
-    assert took < 15
+    # How fast is bench/gateway_up.py's business; here: it arrives, and it is this module.
+    new_sha = hashlib.sha256(module).hexdigest()
+    assert wait_until(lambda: _module_sha(up) == new_sha, timeout=30, interval=0.1), up.log()[-3000:]
+    assert before != new_sha
     assert up.get().headers["x-ingress-header"] == value
 
 
