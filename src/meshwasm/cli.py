@@ -2,7 +2,9 @@
 
 Each area registers its own verbs (see the ``cli`` module in each package), so
 this file only wires them together and turns :class:`MeshwasmError` into a
-message and an exit code.
+message and an exit code. A run imports only the area of the verb it runs
+(the control plane alone costs a quarter second to import); help and unknown
+verbs load them all.
 """
 
 from __future__ import annotations
@@ -17,23 +19,15 @@ import typer
 from meshwasm import __version__, ui
 from meshwasm.errors import ExitCode, MeshwasmError
 
-app = typer.Typer(
-    name="meshwasm",
-    help="Write, test, ship and run proxy-wasm extensions on Envoy gateways.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
-
-# Packages whose `cli.register(app)` adds verbs. Kept as names so a broken
-# optional area cannot stop `meshwasm build` from working.
-_AREAS = [
-    "meshwasm.oci.cli",
-    "meshwasm.fetcher.cli",
-    "meshwasm.translate.cli",
-    "meshwasm.gateway.cli",
-    "meshwasm.host.cli",
-]
+# Verb -> the module whose `register(app)` adds it.
+_AREAS = {
+    "image": "meshwasm.oci.cli",
+    "fetcher": "meshwasm.fetcher.cli",
+    "render": "meshwasm.translate.cli",
+    "up": "meshwasm.gateway.cli",
+    "inspect": "meshwasm.gateway.cli",
+    "test-plugin": "meshwasm.host.cli",
+}
 
 
 def _version(value: bool) -> None:
@@ -42,7 +36,6 @@ def _version(value: bool) -> None:
         raise typer.Exit()
 
 
-@app.callback()
 def _root(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output; errors only.")] = False,
     version: Annotated[
@@ -52,7 +45,6 @@ def _root(
     ui.set_quiet(quiet)
 
 
-@app.command()
 def build(
     plugin_dir: Annotated[
         Path, typer.Argument(help="The plugin's source directory (e.g. plugins/add-header).")
@@ -77,13 +69,48 @@ def build(
     )
 
 
-for _area in _AREAS:
-    import_module(_area).register(app)
+def make_app(verb: str | None = None) -> typer.Typer:
+    """The root app with ``build`` and the area of ``verb`` (every area when ``verb`` is not one)."""
+    app = typer.Typer(
+        name="meshwasm",
+        help="Write, test, ship and run proxy-wasm extensions on Envoy gateways.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    app.callback()(_root)
+    app.command()(build)
+    if verb == "build":
+        return app
+    modules = [_AREAS[verb]] if verb in _AREAS else list(dict.fromkeys(_AREAS.values()))
+    for module in modules:
+        import_module(module).register(app)
+    return app
+
+
+def _verb(argv: list[str]) -> str | None:
+    """The verb on a command line: the first word that is not a root option
+    (``--version`` alone needs no area: it counts as ``build``, the built-in verb)."""
+    verb = next((arg for arg in argv if not arg.startswith("-")), None)
+    return "build" if verb is None and "--version" in argv else verb
+
+
+def __getattr__(name: str) -> typer.Typer:
+    # `from meshwasm.cli import app` (tests, embedding): the full app, built on first use.
+    if name == "app":
+        global _full_app
+        if _full_app is None:
+            _full_app = make_app()
+        return _full_app
+    raise AttributeError(name)
+
+
+_full_app: typer.Typer | None = None
 
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        make_app(_verb(sys.argv[1:]))(standalone_mode=False)
     except MeshwasmError as exc:
         ui.stderr.print(f"error: {exc}", markup=False)
         sys.exit(int(exc.exit_code))
@@ -94,14 +121,14 @@ def main() -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(130)
-    except Exception as exc:  # click's usage errors arrive here in standalone_mode=False
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(ExitCode.USAGE if isinstance(exc, click.UsageError) else exc.exit_code)
-        raise
-
+    except typer.TyperException as exc:
+        # Usage errors (unknown verb, bad option) arrive here in standalone_mode=False;
+        # typer vendors click, so its exceptions are not `click`'s.
+        show = getattr(exc, "show", None)
+        if show is None:
+            raise
+        show()
+        sys.exit(int(getattr(exc, "exit_code", ExitCode.USAGE)))
 
 if __name__ == "__main__":
     main()

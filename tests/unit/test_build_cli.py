@@ -83,3 +83,29 @@ def test_unknown_plugin_layout(tmp_path):
     missing = meshwasm("build", str(tmp_path / "nope"))
     assert missing.returncode == 3
     assert "no such plugin directory" in missing.stderr
+
+
+def test_unknown_verb_is_a_usage_error_not_a_traceback():
+    result = meshwasm("bogus")
+    assert result.returncode == 2
+    assert "No such command 'bogus'" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_verb_imports_only_its_own_area():
+    probe = (
+        "import sys\n"
+        "from meshwasm import cli\n"
+        "sys.argv = ['meshwasm', *sys.argv[1:]]\n"
+        "try:\n    cli.main()\nexcept SystemExit:\n    pass\n"
+        "heavy = ('meshwasm.manifests', 'meshwasm.host', 'meshwasm.oci.client')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
+    )
+    version = subprocess.run(
+        [sys.executable, "-c", probe, "--version"], capture_output=True, text=True, timeout=60
+    )
+    assert version.stdout.strip().endswith("[]"), version.stdout
+    image = subprocess.run(
+        [sys.executable, "-c", probe, "image", "--help"], capture_output=True, text=True, timeout=60
+    )
+    assert "'meshwasm.manifests'" not in image.stdout.splitlines()[-1]
