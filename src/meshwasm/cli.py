@@ -130,5 +130,6 @@ def main() -> None:
         show()
         sys.exit(int(getattr(exc, "exit_code", ExitCode.USAGE)))
 
+
 if __name__ == "__main__":
     main()
