@@ -188,6 +188,7 @@ def up(tmp_path_factory: pytest.TempPathFactory, demo_wasm: Path) -> Iterator[Up
         assert pids, "up reported no child processes"
         assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
         assert not Path(str(running.state["workdir"])).exists(), "up left its temporary directory"
+        assert not (tmp / "cache" / "up-state.json").exists(), "up left its state for `inspect`"
 
 
 def test_seed_curl_shows_both_headers(up: Up) -> None:
@@ -210,6 +211,27 @@ def test_seed_curl_shows_both_headers(up: Up) -> None:
     assert "< x-ingress-header: from tsb ingress gateway" in result.stderr
     body = json.loads(result.stdout)
     assert body["headers"]["X-Request-Header"] == "changed/created by wasm"
+
+
+def test_inspect_shows_the_running_gateway(up: Up) -> None:
+    # Found through the state file `up` keeps in the cache dir, as a user's `meshwasm inspect` does.
+    env = {**os.environ, "MESHWASM_CACHE_DIR": str(up.stderr_path.parent / "cache")}
+    result = subprocess.run(
+        [sys.executable, "-m", "meshwasm.cli", "inspect"], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert "tier2.tier2-gateway-wasm-add-header0  [wasm]" in result.stdout
+    assert "root_id:       tier2-gateway-wasm-add-header0" in result.stdout
+    assert re.search(r"sha256:\s+[0-9a-f]{64}", result.stdout)
+    assert "from tsb ingress gateway" in result.stdout or "edited live" in result.stdout
+    raw = subprocess.run(
+        [sys.executable, "-m", "meshwasm.cli", "inspect", "--raw"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert "EcdsConfigDump" in raw.stdout
 
 
 def test_config_dump_shows_the_ecds_filter_as_the_seed(up: Up) -> None:

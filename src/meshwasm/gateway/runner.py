@@ -395,6 +395,10 @@ class LocalGateway:
                 self.say(f"stopped {name}")
         if self.options.state_file:
             self.options.state_file.unlink(missing_ok=True)
+        # The shared description `meshwasm inspect` reads, unless another `up` wrote it since.
+        with contextlib.suppress(OSError, ValueError):
+            if json.loads(state_path().read_text()).get("pid") == os.getpid():
+                state_path().unlink()
         shutil.rmtree(self.workdir, ignore_errors=True)
 
     def _write_state(self) -> None:
