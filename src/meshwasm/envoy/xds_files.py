@@ -9,13 +9,12 @@ serving (ARCHITECTURE.md, "Envoy": ECDS from files, live within 2 s).
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from meshwasm.envoy.resources import Json, file_config_source
+from meshwasm.fsutil import write_atomic
 
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
@@ -69,12 +68,5 @@ class XdsFiles:
                 return False
         except FileNotFoundError:
             pass
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=self.directory)
-        try:
-            with os.fdopen(fd, "w") as fh:
-                fh.write(text)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        write_atomic(path, text.encode())
         return True

@@ -10,7 +10,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ import typer
 
 from meshwasm import ui
 from meshwasm.errors import UsageError
+from meshwasm.fsutil import write_atomic
 from meshwasm.oci import mediatypes as mt
 from meshwasm.oci.credentials import Credentials
 from meshwasm.oci.image import (
@@ -226,7 +226,7 @@ def pull_cmd(
     with client, _bar(f"pulling {ref}") as report:
         module = client.pull_module(ref, progress=report)
     target = output / mt.PLUGIN_FILE
-    _write_atomically(target, module.data)
+    write_atomic(target, module.data)
     ui.stdout.print(f"path:    {target}")
     ui.stdout.print(f"sha256:  {module.sha256}")
     ui.stdout.print(f"size:    {module.size} bytes")
@@ -269,18 +269,6 @@ def inspect_cmd(
         ui.stdout.print(f"annotation:  {key}={value}", markup=False)
     if info.module_size is not None:
         ui.stdout.print(f"module size: {info.module_size} bytes")
-
-
-def _write_atomically(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @image_app.command("registry")
