@@ -48,11 +48,12 @@ type controlPlaneFlags struct {
 	serviceAccount string
 	clusterID      string
 	trustDomain    string
+	modules        moduleFlags
 }
 
 func runControlPlane(args []string) error {
 	fs := flag.NewFlagSet("controlplane", flag.ContinueOnError)
-	var f controlPlaneFlags
+	f := controlPlaneFlags{modules: moduleFlags{}}
 	fs.StringVar(&f.namespace, "namespace", "", "the gateway proxy's namespace (required)")
 	fs.StringVar(&f.labels, "labels", "", "the gateway pod's labels: KEY=VALUE[,KEY=VALUE] (required)")
 	fs.StringVar(&f.rootNamespace, "root-namespace", "istio-system", "the mesh's root namespace (meshConfig.rootNamespace)")
@@ -61,6 +62,7 @@ func runControlPlane(args []string) error {
 	fs.StringVar(&f.serviceAccount, "service-account", "default", "the gateway's service account (its verified identity)")
 	fs.StringVar(&f.clusterID, "cluster-id", "Kubernetes", "the proxy's cluster")
 	fs.StringVar(&f.trustDomain, "trust-domain", "cluster.local", "the mesh's trust domain")
+	fs.Var(f.modules, "module", "URL=FILE (the last = separates): the agent's cache gives FILE for URL (repeatable); other URLs fail to fetch")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -111,6 +113,10 @@ type controlPlaneAnswer struct {
 	// ECDS resources (TypedExtensionConfig) for every ECDS filter the listeners name, as istiod
 	// sends them: before the agent's remote-to-local rewrite.
 	ECDS []json.RawMessage `json:"ecds"`
+	// The same after the Istio agent's rewrite (controlplane_agent.go): what Envoy gets.
+	EnvoyECDS []json.RawMessage `json:"envoy_ecds"`
+	// The module requests the agent made while rewriting (--module answers them).
+	AgentFetches []agentFetch `json:"agent_fetches"`
 	// Resources the input held that Istio's parser did not take (kind, namespace/name).
 	Ignored []string `json:"ignored"`
 }
@@ -132,15 +138,16 @@ type listenerAnswer struct {
 }
 
 type filterChainAnswer struct {
-	// Names of the network filters, in order (the HCM last on an HTTP chain).
-	NetworkFilters []string `json:"network_filters"`
-	// The HTTP filters, in order: name plus either config_discovery (ECDS) or typed_config's type.
-	HTTPFilters []httpFilterAnswer `json:"http_filters"`
+	// The network filters, in order (the HCM last on an HTTP chain): name plus either
+	// config_discovery (ECDS) or typed_config's type.
+	NetworkFilters []filterAnswer `json:"network_filters"`
+	// The HTTP filters, in order, likewise.
+	HTTPFilters []filterAnswer `json:"http_filters"`
 	// The whole HttpConnectionManager as protojson (proto field names), http_filters included.
 	HCM json.RawMessage `json:"hcm,omitempty"`
 }
 
-type httpFilterAnswer struct {
+type filterAnswer struct {
 	Name            string          `json:"name"`
 	TypedConfigType string          `json:"typed_config_type,omitempty"`
 	ConfigDiscovery json.RawMessage `json:"config_discovery,omitempty"`
@@ -214,10 +221,12 @@ func answerControlPlane(f controlPlaneFlags, labels map[string]string, input []b
 				RootNamespace: f.rootNamespace,
 				IstioVersion:  f.istioVersion,
 			},
-			Listeners: []listenerAnswer{},
-			Routes:    []json.RawMessage{},
-			ECDS:      []json.RawMessage{},
-			Ignored:   parsed.ignored,
+			Listeners:    []listenerAnswer{},
+			Routes:       []json.RawMessage{},
+			ECDS:         []json.RawMessage{},
+			EnvoyECDS:    []json.RawMessage{},
+			AgentFetches: []agentFetch{},
+			Ignored:      parsed.ignored,
 		}
 		for _, target := range proxy.ServiceTargets {
 			a.Proxy.ServiceTargets = append(a.Proxy.ServiceTargets,
@@ -260,7 +269,17 @@ func answerControlPlane(f controlPlaneFlags, labels map[string]string, input []b
 			if err != nil {
 				failer.Fatalf("ECDS: %v", err)
 			}
-			a.ECDS = ecds
+			for _, ec := range ecds {
+				raw, err := marshalProto(ec)
+				if err != nil {
+					failer.Fatalf("ECDS %s: %v", ec.Name, err)
+				}
+				a.ECDS = append(a.ECDS, raw)
+			}
+			a.EnvoyECDS, a.AgentFetches, err = agentRewrite(ecds, f.modules)
+			if err != nil {
+				failer.Fatalf("%v", err)
+			}
 		}
 		answer = a
 	})
@@ -276,7 +295,7 @@ func answerControlPlane(f controlPlaneFlags, labels map[string]string, input []b
 func generateECDS(
 	cg *core.ConfigGenTest, proxy *model.Proxy, push *model.PushContext, names sets.String,
 	secrets []any, cluster string, failer *oracleFailer,
-) ([]json.RawMessage, error) {
+) ([]*typedExtensionConfig, error) {
 	gen := &xds.EcdsGenerator{ConfigGenerator: cg.ConfigGen}
 	gen.SetCredController(newCredentials(secrets, cluster, failer))
 	watched := &model.WatchedResource{TypeUrl: v3.ExtensionConfigurationType, ResourceNames: names}
@@ -284,17 +303,13 @@ func generateECDS(
 	if err != nil {
 		return nil, err
 	}
-	out := make([]json.RawMessage, 0, len(resources))
+	out := make([]*typedExtensionConfig, 0, len(resources))
 	for _, r := range resources {
 		ec := &typedExtensionConfig{}
 		if err := r.Resource.UnmarshalTo(ec); err != nil {
 			return nil, fmt.Errorf("%s: %w", r.Name, err)
 		}
-		raw, err := marshalProto(ec)
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", r.Name, err)
-		}
-		out = append(out, raw)
+		out = append(out, ec)
 	}
 	return out, nil
 }
@@ -308,12 +323,20 @@ func describeListener(l *listener.Listener) (listenerAnswer, sets.String, error)
 	}
 	names := sets.New[string]()
 	for _, fc := range l.FilterChains {
-		fca := filterChainAnswer{NetworkFilters: []string{}, HTTPFilters: []httpFilterAnswer{}}
+		fca := filterChainAnswer{NetworkFilters: []filterAnswer{}, HTTPFilters: []filterAnswer{}}
 		for _, nf := range fc.Filters {
-			fca.NetworkFilters = append(fca.NetworkFilters, nf.Name)
-			if nf.GetConfigDiscovery() != nil {
+			na := filterAnswer{Name: nf.Name}
+			if cd := nf.GetConfigDiscovery(); cd != nil {
+				raw, err := marshalProto(cd)
+				if err != nil {
+					return la, nil, err
+				}
+				na.ConfigDiscovery = raw
 				names.Insert(nf.Name)
+			} else if tc := nf.GetTypedConfig(); tc != nil {
+				na.TypedConfigType = tc.TypeUrl
 			}
+			fca.NetworkFilters = append(fca.NetworkFilters, na)
 			if nf.Name != wellknown.HTTPConnectionManager {
 				continue
 			}
@@ -322,7 +345,7 @@ func describeListener(l *listener.Listener) (listenerAnswer, sets.String, error)
 				return la, nil, err
 			}
 			for _, hf := range h.HttpFilters {
-				ha := httpFilterAnswer{Name: hf.Name, Disabled: hf.Disabled}
+				ha := filterAnswer{Name: hf.Name, Disabled: hf.Disabled}
 				if cd := hf.GetConfigDiscovery(); cd != nil {
 					raw, err := marshalProto(cd)
 					if err != nil {

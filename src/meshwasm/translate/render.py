@@ -180,9 +180,12 @@ def static_bootstrap(
     listeners = copy.deepcopy([_without_type(listener) for listener in config.listeners])
     for listener in listeners:
         for chain in listener.get("filter_chains", []):
-            for network_filter in chain.get("filters", []):
+            # NETWORK WasmPlugins are ECDS network filters ahead of the connection manager.
+            chain["filters"] = [_inline(f, filters) for f in chain.get("filters", [])]
+            for network_filter in chain["filters"]:
                 hcm = network_filter.get("typed_config", {})
-                hcm["http_filters"] = [_inline(f, filters) for f in hcm.get("http_filters", [])]
+                if "http_filters" in hcm:
+                    hcm["http_filters"] = [_inline(f, filters) for f in hcm["http_filters"]]
     return {
         "node": {"id": node_id, "cluster": cluster},
         "admin": {"address": socket_address(admin_address, admin_port)},
@@ -193,10 +196,10 @@ def static_bootstrap(
     }
 
 
-def _inline(http_filter: Json, filters: Mapping[str, Json]) -> Json:
-    if "config_discovery" not in http_filter:
-        return http_filter
-    return {"name": http_filter["name"], "typed_config": filters[http_filter["name"]]}
+def _inline(ecds_filter: Json, filters: Mapping[str, Json]) -> Json:
+    if "config_discovery" not in ecds_filter:
+        return ecds_filter
+    return {"name": ecds_filter["name"], "typed_config": filters[ecds_filter["name"]]}
 
 
 def bootstrap_json(bootstrap: Json) -> str:
