@@ -16,18 +16,24 @@ import (
 	"io"
 	"os"
 	"sort"
+	"time"
 
 	listener "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	hcm "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"istio.io/istio/pilot/pkg/config/kube/extensions"
+	"istio.io/istio/pilot/pkg/config/kube/gateway"
+	kubesecrets "istio.io/istio/pilot/pkg/credentials/kube"
 	"istio.io/istio/pilot/pkg/model"
 	"istio.io/istio/pilot/pkg/networking/core"
+	kubecontroller "istio.io/istio/pilot/pkg/serviceregistry/kube/controller"
 	"istio.io/istio/pilot/pkg/xds"
 	v3 "istio.io/istio/pilot/pkg/xds/v3"
 	"istio.io/istio/pkg/config/mesh"
+	"istio.io/istio/pkg/kube"
 	"istio.io/istio/pkg/kube/krt"
 	istiolog "istio.io/istio/pkg/log"
 	"istio.io/istio/pkg/spiffe"
@@ -181,6 +187,7 @@ func answerControlPlane(f controlPlaneFlags, labels map[string]string, input []b
 	meshConfig.TrustDomain = f.trustDomain
 
 	var answer *controlPlaneAnswer
+	var creds *kubesecrets.Multicluster
 	err = failer.run(func() {
 		cg := core.NewConfigGenTest(failer, core.TestOptions{
 			Configs:    parsed.configs,
@@ -193,7 +200,32 @@ func answerControlPlane(f controlPlaneFlags, labels map[string]string, input []b
 			CreateConfigStore: func(c model.ConfigStoreController) model.ConfigStoreController {
 				return extensions.NewController(c, nil, krt.GlobalDebugHandler)
 			},
+			// Started below, once the Kubernetes side is in place (as pilot/test/xds does).
+			SkipRun: true,
 		})
+		env := cg.Env()
+		updater := model.NewEndpointIndexUpdater(env.EndpointIndex)
+		stop := make(chan struct{})
+		failer.Cleanup(func() { close(stop) })
+		// A fake Kubernetes API holding the input's Secrets, read by istiod's credentials controller
+		// (Wasm pull secrets) and its Gateway API controller (which a gateway proxy labelled
+		// gateway.networking.k8s.io/gateway-name consults; it holds no Gateway API objects here).
+		client := kube.NewFakeClient(parsed.secrets...)
+		creds = newCredentials(client, f.clusterID, stop)
+		gwc := gateway.NewController(client, func(schema.GroupVersionResource, <-chan struct{}) bool { return true },
+			kubecontroller.Options{DomainSuffix: "cluster.local", ClusterID: clusterID(f.clusterID), SystemNamespace: f.rootNamespace},
+			updater)
+		env.GatewayAPIController = gwc
+		client.RunAndWait(stop)
+		go gwc.Run(stop)
+		cg.Run()
+		if !waitSynced(gwc.HasSynced, 30*time.Second) {
+			failer.Fatalf("the Gateway API controller did not sync in 30 s")
+		}
+		if err := env.InitNetworksManager(updater); err != nil {
+			failer.Fatal(err)
+		}
+		env.PushContext().InitContext(env, nil, nil)
 		proxy := cg.SetupProxy(&model.Proxy{
 			Type:            model.Router,
 			ID:              "gateway-oracle." + f.namespace,
@@ -265,7 +297,7 @@ func answerControlPlane(f controlPlaneFlags, labels map[string]string, input []b
 		}
 
 		if ecdsNames.Len() > 0 {
-			ecds, err := generateECDS(cg, proxy, push, ecdsNames, parsed.secrets, f.clusterID, failer)
+			ecds, err := generateECDS(cg, proxy, push, ecdsNames, creds)
 			if err != nil {
 				failer.Fatalf("ECDS: %v", err)
 			}
@@ -294,10 +326,10 @@ func answerControlPlane(f controlPlaneFlags, labels map[string]string, input []b
 // credentials controller in a fake Kubernetes holding the input's Secrets.
 func generateECDS(
 	cg *core.ConfigGenTest, proxy *model.Proxy, push *model.PushContext, names sets.String,
-	secrets []any, cluster string, failer *oracleFailer,
+	creds *kubesecrets.Multicluster,
 ) ([]*typedExtensionConfig, error) {
 	gen := &xds.EcdsGenerator{ConfigGenerator: cg.ConfigGen}
-	gen.SetCredController(newCredentials(secrets, cluster, failer))
+	gen.SetCredController(creds)
 	watched := &model.WatchedResource{TypeUrl: v3.ExtensionConfigurationType, ResourceNames: names}
 	resources, _, err := gen.Generate(proxy, watched, &model.PushRequest{Push: push, Forced: true})
 	if err != nil {

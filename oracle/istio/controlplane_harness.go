@@ -4,10 +4,10 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	route "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	kuberuntime "k8s.io/apimachinery/pkg/runtime"
 
 	kubesecrets "istio.io/istio/pilot/pkg/credentials/kube"
 	"istio.io/istio/pkg/kube"
@@ -81,18 +81,22 @@ func (f *oracleFailer) cleanup() {
 }
 
 // newCredentials is istiod's credentials controller (the one its ECDS generator asks for Wasm
-// pull secrets) over a fake Kubernetes client holding the input's Secrets.
-func newCredentials(secrets []any, cluster string, failer *oracleFailer) *kubesecrets.Multicluster {
-	objects := make([]kuberuntime.Object, 0, len(secrets))
-	for _, s := range secrets {
-		objects = append(objects, s.(kuberuntime.Object))
-	}
-	client := kube.NewFakeClient(objects...)
+// pull secrets) over the fake Kubernetes client; call before the client starts.
+func newCredentials(client kube.Client, cluster string, stop chan struct{}) *kubesecrets.Multicluster {
 	mc := multicluster.NewFakeController()
 	creds := kubesecrets.NewMulticluster(clusterID(cluster), mc)
-	stop := make(chan struct{})
-	failer.Cleanup(func() { close(stop) })
 	mc.Add(clusterID(cluster), client, stop)
-	client.RunAndWait(stop)
 	return creds
+}
+
+// waitSynced polls synced every 10 ms for at most timeout.
+func waitSynced(synced func() bool, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for !synced() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return true
 }

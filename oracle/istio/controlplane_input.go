@@ -8,8 +8,10 @@ import (
 	"io"
 	"runtime/debug"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	kuberuntime "k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	kubeyaml "k8s.io/apimachinery/pkg/util/yaml"
 
@@ -29,7 +31,7 @@ type controlPlaneInput struct {
 	configs  []config.Config
 	services []*model.Service
 	kube     []corev1.Service
-	secrets  []any // *corev1.Secret, as runtime.Object for the fake client
+	secrets  []kuberuntime.Object // *corev1.Secret, for the fake Kubernetes client
 	ignored  []string
 }
 
@@ -61,6 +63,13 @@ func parseControlPlaneInput(input []byte, f controlPlaneFlags) (*controlPlaneInp
 			}
 			if cfg.Namespace == "" {
 				cfg.Namespace = "default"
+			}
+			// The API server stamps every object; the test harness would stamp each with the time
+			// it is created (a nanosecond apart, so input order). A tree applied at once gets the
+			// same second for all, so objects without a creationTimestamp all get one: the Unix
+			// epoch (before any explicit one; then Istio orders them by name).
+			if cfg.CreationTimestamp.IsZero() {
+				cfg.CreationTimestamp = time.Unix(0, 0).UTC()
 			}
 			// istiod only ever sees what the validating webhook admitted.
 			if _, err := s.ValidateConfig(*cfg); err != nil {

@@ -51,7 +51,9 @@ ISTIO_ONLY_HTTP_FILTERS = frozenset(
         "envoy.filters.http.cors",
     }
 )
-HCM_NOT_COMPARED = frozenset({"@type", "stat_prefix", "rds", "route_config", "http_filters", "tracing", "access_log"})
+HCM_NOT_COMPARED = frozenset(
+    {"@type", "stat_prefix", "rds", "route_config", "http_filters", "tracing", "access_log"}
+)
 ROUTE_NOT_COMPARED = frozenset({"metadata", "decorator"})
 
 

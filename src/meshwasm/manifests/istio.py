@@ -33,13 +33,35 @@ class WasmVmConfig(Model):
     env: list[WasmEnvVar] = Field(default_factory=list)
 
 
+# The kinds a targetRef may name (Istio's validation: allowedTargetRefs), as (group, kind).
+TARGET_REF_KINDS = frozenset(
+    {
+        ("", "Service"),
+        ("networking.istio.io", "ServiceEntry"),
+        ("gateway.networking.k8s.io", "Gateway"),
+        ("gateway.networking.k8s.io", "GatewayClass"),
+    }
+)
+
+
 class PolicyTargetReference(Model):
     """``targetRef(s)`` of a WasmPlugin: the Kubernetes Gateway (or Service) it attaches to."""
 
     group: str = ""
     kind: str
-    name: str
+    name: str = Field(min_length=1)
     namespace: str | None = None
+
+    @model_validator(mode="after")
+    def _as_istio_validates(self) -> PolicyTargetReference:
+        if self.namespace:
+            raise ValueError(
+                "targetRef namespace must not be set: Istio does not support cross-namespace references"
+            )
+        if (self.group if self.group != "core" else "", self.kind) not in TARGET_REF_KINDS:
+            allowed = ", ".join(f"{g or 'core'}/{k}" for g, k in sorted(TARGET_REF_KINDS))
+            raise ValueError(f"targetRef to {self.group or 'core'}/{self.kind}: Istio allows only {allowed}")
+        return self
 
 
 class WasmPluginSpec(Model):

@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
@@ -35,6 +36,7 @@ from meshwasm.envoy import resources as r
 from meshwasm.envoy.resources import Json
 from meshwasm.manifests import core, istio
 from meshwasm.manifests.problems import Problem
+from meshwasm.translate import gateway_routes
 from meshwasm.translate import wasm_plugins as wp
 from meshwasm.translate.errors import TranslationError
 from meshwasm.translate.istio_resources import IstioResources
@@ -60,7 +62,7 @@ _HTTP_PROTOCOLS = {"HTTP", "HTTP2", "GRPC"}
 _SERVICE_FQDN = re.compile(r"^(?P<name>[^.]+)\.(?P<namespace>[^.]+)\.svc(\.|$)")
 # A Service with this label keeps its port numbers on the gateway (Istio's
 # DisableGatewayPortTranslationLabel).
-_NO_PORT_TRANSLATION = "networking.istio.io/disable-gateway-port-translation"
+_NO_PORT_TRANSLATION = "experimental.istio.io/disable-gateway-port-translation"
 
 # What istiod sets on a gateway's HTTP connection manager (besides names, RDS, tracing and
 # http_filters), with the default MeshConfig and ProxyConfig.
@@ -181,9 +183,7 @@ def istio_to_envoy(
 class _Listener:
     port: int  # the port the gateway listens on (a Service's targetPort): what plugins match
     server_port: int  # the Gateway server's port number
-    protocol: str
-    hosts: list[str]
-    gateways: set[str]  # "namespace/name"
+    servers: list[tuple[istio.Gateway, istio.Server]]  # in istiod's Gateway order
 
 
 class _Builder:
@@ -237,7 +237,7 @@ class _Builder:
                     )
                 ]
             )
-        listeners = self.listeners(gateways, port_map)
+        listeners = self.listeners(sorted(gateways, key=_creation_order), port_map)
         plugins = self.plugins()
         config = EnvoyConfig()
         used_plugins: dict[str, istio.WasmPlugin] = {}
@@ -311,7 +311,6 @@ class _Builder:
         out: dict[int, _Listener] = {}
         services = self.gateway_services()
         for gateway in gateways:
-            ref = f"{gateway.namespace or 'default'}/{gateway.name}"
             for index, server in enumerate(gateway.spec.servers):
                 where = f"spec.servers[{index}]"
                 protocol = server.port.protocol.upper()
@@ -325,10 +324,9 @@ class _Builder:
                     continue
                 port = self.listen_port(server.port.number, services)
                 local = port_map.get(server.port.number, port)
-                hosts = [h.split("/", 1)[-1] for h in server.hosts]
                 existing = out.get(local)
                 if existing is None:
-                    out[local] = _Listener(port, server.port.number, protocol, hosts, {ref})
+                    out[local] = _Listener(port, server.port.number, [(gateway, server)])
                 elif existing.port != port:
                     self.problem(
                         gateway,
@@ -337,34 +335,19 @@ class _Builder:
                         f"{where}.port.number",
                     )
                 else:
-                    existing.hosts.extend(h for h in hosts if h not in existing.hosts)
-                    existing.gateways.add(ref)
+                    existing.servers.append((gateway, server))
         return out
 
     def virtual_hosts(self, listener: _Listener) -> list[Json]:
-        by_host: dict[str, list[Json]] = {}
-        for vs in self.resources.virtual_services:
-            vs_namespace = vs.namespace or "default"
-            bound = {g if "/" in g else f"{vs_namespace}/{g}" for g in vs.spec.gateways}
-            if not bound & listener.gateways:
-                continue
-            hosts = [h for h in vs.spec.hosts if any(_host_matches(s, h) for s in listener.hosts)]
-            if not hosts:
-                continue
-            routes = self.routes(vs)
-            for host in hosts:
-                by_host.setdefault(host, []).extend(routes)
-        if not by_host:
+        virtual_services = sorted(self.resources.virtual_services, key=_creation_order)
+        out = gateway_routes.virtual_hosts(listener.servers, virtual_services, self.namespace, self.routes)
+        if out[0]["name"].startswith("blackhole:"):
+            gateways = sorted({f"{g.namespace or 'default'}/{g.name}" for g, _ in listener.servers})
             self.warnings.append(
                 Problem(
-                    f"no VirtualService routes port {listener.server_port} of {sorted(listener.gateways)};"
-                    " requests get 404"
+                    f"no VirtualService routes port {listener.server_port} of {gateways}; requests get 404"
                 )
             )
-        # The port in a Host header is ignored (ignore_port_in_host_matching), as on Istio's gateways.
-        out = [r.virtual_host(f"{host}:{listener.port}", [host], routes) for host, routes in by_host.items()]
-        for vhost in out:
-            vhost["include_request_attempt_count"] = True
         return out
 
     def routes(self, vs: istio.VirtualService) -> list[Json]:
@@ -437,7 +420,10 @@ class _Builder:
         network = wp.is_network(plugin)
         policy = failure_policy(plugin)
         url = module_url(plugin)
-        module = self.module_files.get(url)
+        local_file = urlsplit(url).scheme == "file"
+        # A file:// module is named by istiod itself and left alone by the agent (no fetch, no
+        # stand-in; Envoy reads the file).
+        module = url.removeprefix("file://") if local_file else self.module_files.get(url)
         if module is None:
             fail_open = policy == "FAIL_OPEN"
             self.warnings.append(
@@ -455,9 +441,13 @@ class _Builder:
                 host_keys.append(var.name)
             else:
                 env[var.name] = var.value or ""
-        # istiod's ISTIO_META_* variables (resource version, pull policy, pull secret) are for the
-        # agent, which strips them: Envoy never sees them.
-        env = {k: v for k, v in env.items() if not k.startswith("ISTIO_META_")}
+        if local_file:
+            # The agent passes local code through untouched: istiod's variables reach Envoy.
+            env = {**_istiod_env(plugin), **env}
+        else:
+            # istiod's ISTIO_META_* variables (resource version, pull policy, pull secret) are for
+            # the agent, which strips every ISTIO_META_* variable: Envoy never sees them.
+            env = {k: v for k, v in env.items() if not k.startswith("ISTIO_META_")}
         configuration = ""
         if spec.plugin_config:
             try:
@@ -477,6 +467,20 @@ class _Builder:
         return r.typed_extension_config(name, typed)
 
 
+def _istiod_env(plugin: istio.WasmPlugin) -> dict[str, str]:
+    """The variables istiod adds to a plugin's VM for the agent (buildVMConfig)."""
+    env: dict[str, str] = {}
+    if plugin.spec.image_pull_secret:
+        # istiod inlines the Secret's docker config; meshwasm has no Secrets: as if it were missing.
+        env["ISTIO_META_WASM_IMAGE_PULL_SECRET"] = ""
+    if plugin.spec.image_pull_policy and plugin.spec.image_pull_policy != "UNSPECIFIED_POLICY":
+        env["ISTIO_META_WASM_IMAGE_PULL_POLICY"] = plugin.spec.image_pull_policy
+    env["ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION"] = str(
+        (plugin.metadata.model_extra or {}).get("resourceVersion", "")
+    )
+    return env
+
+
 def _bad_creation_time(plugin: istio.WasmPlugin) -> bool:
     try:
         wp.creation_time(plugin)
@@ -485,20 +489,21 @@ def _bad_creation_time(plugin: istio.WasmPlugin) -> bool:
     return False
 
 
-def _host_matches(server_host: str, host: str) -> bool:
-    if server_host == "*" or server_host == host:
-        return True
-    if server_host.startswith("*."):
-        return host.endswith(server_host[1:]) or host == server_host
-    return False
+def _creation_order(resource: istio.Gateway | istio.VirtualService) -> tuple[datetime, str, str]:
+    """istiod's order of Gateways and VirtualServices: creation time, name, namespace."""
+    try:
+        created = wp.creation_time(resource)
+    except wp.CreationTimeError:
+        created = datetime.min.replace(tzinfo=UTC)  # the loader's schema check reports it
+    return (created, resource.name, resource.namespace or "default")
 
 
-def _string_match(match: Any) -> Json:
+def _header_match(name: str, match: Any) -> Json:
     if match.exact is not None:
-        return {"exact": match.exact}
+        return {"name": name, "string_match": {"exact": match.exact}}
     if match.prefix is not None:
-        return {"prefix": match.prefix}
-    return {"safe_regex": {"regex": match.regex}}
+        return {"name": name, "string_match": {"prefix": match.prefix}}
+    return {"name": name, "string_match": {"safe_regex": {"regex": match.regex}}}
 
 
 def _route_match(match: istio.HttpMatchRequest | None) -> Json:
@@ -512,8 +517,7 @@ def _route_match(match: istio.HttpMatchRequest | None) -> Json:
             out = {"prefix": match.uri.prefix}
         else:
             out = {"safe_regex": {"regex": match.uri.regex}}
+    out["case_sensitive"] = True  # ignoreUriCase is not modelled: always false
     if match.headers:
-        out["headers"] = [
-            {"name": name, "string_match": _string_match(value)} for name, value in match.headers.items()
-        ]
+        out["headers"] = [_header_match(name, match.headers[name]) for name in sorted(match.headers)]
     return out

@@ -7,7 +7,8 @@ tests/fidelity) does for a gateway proxy:
   its filter and ECDS resource are ``extensions.istio.io/trafficextension/<namespace>.<that name>``
   and the Wasm plugin inside is named ``<namespace>.<that name>``;
 - the candidates are the WasmPlugins of the gateway's namespace, then those of the root namespace,
-  each namespace in creation order (then name, then namespace);
+  each namespace in creation order, then by TrafficExtension name (so ``a-b`` before ``a``: ``-``
+  sorts before ``~``), then namespace;
 - a plugin attaches by ``selector`` (a subset of the workload's labels; none selects all), and one
   with ``targetRef(s)`` is ignored on a gateway deployed from an Istio ``Gateway``. On a Gateway API
   gateway (label ``gateway.networking.k8s.io/gateway-name``) a targetRef to that Kubernetes Gateway
@@ -27,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 
 from meshwasm.manifests import istio
+from meshwasm.manifests.base import Resource
 
 ROOT_NAMESPACE = "istio-system"  # meshConfig.rootNamespace by default
 ECDS_PREFIX = "extensions.istio.io/trafficextension/"
@@ -35,7 +37,10 @@ GATEWAY_NAME_LABEL = "gateway.networking.k8s.io/gateway-name"
 GATEWAY_API_GROUP = "gateway.networking.k8s.io"
 PHASES = ("AUTHN", "AUTHZ", "STATS")  # then every other (unspecified) phase
 MIN_PRIORITY = -(2**31)  # an unset priority sorts as math.MinInt32 does in Istio
-_EPOCH = datetime(1, 1, 1, tzinfo=UTC)  # an unset creationTimestamp: Go's zero time
+# A resource without metadata.creationTimestamp (a tree not yet applied) is taken as created at
+# the Unix epoch: before any with one, and tied with the others without (then ordered by name),
+# as objects a single apply creates within the same second are.
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class CreationTimeError(ValueError):
@@ -61,9 +66,9 @@ def is_network(plugin: istio.WasmPlugin) -> bool:
     return plugin.spec.type == "NETWORK"
 
 
-def creation_time(plugin: istio.WasmPlugin) -> datetime:
-    """metadata.creationTimestamp (set by the API server; unset sorts first, as Go's zero time)."""
-    raw = (plugin.metadata.model_extra or {}).get("creationTimestamp")
+def creation_time(resource: Resource) -> datetime:
+    """metadata.creationTimestamp (set by the API server; unset: the Unix epoch, see _EPOCH)."""
+    raw = (resource.metadata.model_extra or {}).get("creationTimestamp")
     if raw is None or raw == "":
         return _EPOCH
     try:
@@ -84,7 +89,8 @@ def candidates(
     Without a workload namespace (meshwasm only: a workload whose Gateways span namespaces) every
     namespace is looked at, the root namespace last.
     """
-    ordered = sorted(plugins, key=lambda p: (creation_time(p), p.name, p.namespace or "default"))
+    # Istio compares the TrafficExtension names: "a~..." sorts after "a-b~..." ("~" > "-").
+    ordered = sorted(plugins, key=lambda p: (creation_time(p), extension_name(p), p.namespace or "default"))
     if workload_namespace is None:
         return [p for p in ordered if p.namespace != root_namespace] + [
             p for p in ordered if p.namespace == root_namespace
