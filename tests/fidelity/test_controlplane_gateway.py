@@ -13,7 +13,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.oracle import IstioOracle
 from oracle_controlplane import (
     GatewayCase,
     ask_oracle,
@@ -23,6 +22,8 @@ from oracle_controlplane import (
     oracle_view,
     translate,
 )
+
+from fixtures.oracle import IstioOracle
 
 NS = "edge"
 LABELS = {"app": "edge-gateway"}
@@ -227,7 +228,8 @@ def test_listeners_connection_manager_and_routes_are_istios(
     answer = ask_oracle(istio_oracle, case)
     _routes(answer)
     hcm = answer["listeners"][0]["filter_chains"][0]["hcm"]
-    assert hcm["use_remote_address"] is True and hcm["normalize_path"] is True
+    assert hcm["use_remote_address"] is True
+    assert hcm["normalize_path"] is True
     ours = meshwasm_view(translate(case, load_istio(case, tmp_path)))
     differences = diff(oracle_view(answer), ours)
     assert differences == [], "meshwasm differs from Istio:\n  " + "\n  ".join(differences)

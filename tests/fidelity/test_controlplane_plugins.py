@@ -15,7 +15,6 @@ from typing import Any
 
 import pytest
 import yaml
-from fixtures.oracle import IstioOracle
 from oracle_controlplane import (
     ISTIO_ONLY_HTTP_FILTERS,
     GatewayCase,
@@ -28,6 +27,8 @@ from oracle_controlplane import (
     plugin_chain,
     translate,
 )
+
+from fixtures.oracle import IstioOracle
 
 GW_NS = "web"  # sorts after the root namespace: the order of namespaces is not alphabetical
 ROOT_NS = "istio-system"

@@ -11,7 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fixtures.oracle import IstioOracle
 from oracle_controlplane import (
     ISTIO_ONLY_HTTP_FILTERS,
     GatewayCase,
@@ -24,6 +23,7 @@ from oracle_controlplane import (
     yaml_of,
 )
 
+from fixtures.oracle import IstioOracle
 from meshwasm.manifests import load
 from meshwasm.translate import IstioResources, module_url, tsb_to_istio
 

@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from meshwasm.envoy.resources import Json, socket_address
-from meshwasm.manifests import istio
+from meshwasm.manifests import core, istio
 from meshwasm.manifests.base import Resource
 from meshwasm.translate.istio_resources import IstioResources
 from meshwasm.translate.istio_to_envoy import ROOT_NAMESPACE, EnvoyConfig
@@ -118,10 +118,15 @@ def workload_views(resources: IstioResources) -> list[tuple[Workload, IstioResou
     for plugin in resources.wasm_plugins:
         selector = plugin.spec.selector.match_labels if plugin.spec.selector else {}
         plugins.setdefault((plugin.namespace or "default", frozenset(selector.items())), []).append(plugin)
+    kube_services: dict[str, list[Resource]] = {}
+    for resource in resources.core:
+        if isinstance(resource, core.Service):
+            kube_services.setdefault(resource.namespace or "default", []).append(resource)
     views = []
     for workload in gateway_workloads(resources):
         subsets = _subsets(workload.labels)
-        view = IstioResources()
+        # The workload's namespace's Services: one selecting the gateway turns ports into targetPorts.
+        view = IstioResources(core=list(kube_services.get(workload.namespace, [])))
         for subset in subsets:
             view.gateways.extend(gateways.get(subset, []))
             for namespace in dict.fromkeys((workload.namespace, ROOT_NAMESPACE)):
