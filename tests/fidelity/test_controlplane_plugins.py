@@ -439,7 +439,63 @@ SELECTORS = (
     plugin("extra-label", selector={"matchLabels": {**LABELS, "version": "v2"}}),
 )
 
+# pluginConfig as written by hand: Kubernetes' YAML (what kubectl sends) types these scalars, not
+# YAML 1.1 as PyYAML does: numbers with exponents and no dot, 0o octal, y/n, no sexagesimal.
+SCALARS_YAML = f"""
+{yaml.safe_dump(gateway(), sort_keys=False)}
+---
+{yaml.safe_dump(virtual_service(), sort_keys=False)}
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: {{name: scalars, namespace: {GW_NS}, resourceVersion: "3"}}
+spec:
+  selector: {{matchLabels: {{app: edge-gateway}}}}
+  url: oci://registry.example/scalars:v1
+  pluginConfig:
+    exp: 1e21
+    small_exp: 1e-7
+    negative_dot: -.5
+    upper_exp: 1.5E+3
+    hex: 0x1F
+    octal: 0o17
+    old_octal: 017
+    not_octal: 019
+    binary: 0b101
+    underscores: 1_000.5
+    plus: +12
+    big: 99999999999999999999
+    y: y
+    n: n
+    yes_word: yes
+    off_word: off
+    sexagesimal: 1:30
+    date: 2024-01-01
+    tilde: ~
+    empty:
+    keys: {{1: a, 2.5: b, 1e6: c, 16777217.0: d, 0.00001: e, true: f}}
+"""
+
+
+def _scalars(answer: dict[str, Any]) -> None:
+    text = wasm_config(answer, "scalars")["configuration"]["value"]
+    assert '"exp":1e+21' in text
+    assert '"sexagesimal":"1:30"' in text
+    assert '"true":true' in text  # the key y is a boolean too
+
+
 CASES = [
+    pytest.param(
+        GatewayCase(
+            name="yaml-scalars",
+            yaml=SCALARS_YAML,
+            namespace=GW_NS,
+            labels=LABELS,
+            modules={"oci://registry.example/scalars:v1": MODULE.format(name="scalars")},
+        ),
+        _scalars,
+        id="yaml-scalars",
+    ),
     case("priorities", *PRIORITIES, check=_priorities),
     case("phases", *PHASES, check=_phases),
     case("match-modes", *MODES, check=_modes),
