@@ -85,8 +85,12 @@ HTTPBIN = "httpbin.httpbin.svc.cluster.local"
 CANARY = "canary.httpbin.svc.cluster.local"
 
 ROUTES = (
-    gateway("edge", [server(80, "shop.example.com", "*.api.example.com"), server(8080, "*")]),
+    # Listed second but named first: istiod takes Gateways by creation time, then name, so edge's
+    # routes for extra.example.com come before second's.
     gateway("second", [server(80, "extra.example.com")]),
+    gateway(
+        "edge", [server(80, "shop.example.com", "*.api.example.com", "extra.example.com"), server(8080, "*")]
+    ),
     virtual_service(
         "shop",
         ["shop.example.com", "v1.api.example.com"],
@@ -119,6 +123,8 @@ def _routes(answer: dict[str, Any]) -> None:
     assert set(routes) == {"http.80", "http.8080"}
     hosts = {vh["name"]: vh for vh in routes["http.80"]["virtual_hosts"]}
     assert {"shop.example.com:80", "v1.api.example.com:80", "extra.example.com:80"} <= set(hosts)
+    extra = [r["route"]["cluster"] for r in hosts["extra.example.com:80"]["routes"]]
+    assert extra == [f"outbound|8000||{CANARY}", f"outbound|8000||{HTTPBIN}"]  # edge's, then second's
     first = hosts["shop.example.com:80"]["routes"][0]["route"]
     assert first["timeout"] == "5s"
     last = hosts["shop.example.com:80"]["routes"][-1]["route"]
