@@ -13,7 +13,7 @@ from meshwasm.bench.report import Report, Result
 from meshwasm.bench.stats import Spread, ratio
 
 MIB = 1024 * 1024
-_CHANGE_FORMATS = {"us": ".1f", "ms": ".3f", "s": ".2f", "MiB": ".1f", "KiB": ",.0f", "rps": ",.0f"}
+_CHANGE_FORMATS = {"us": ".1f", "ms": ".3f", "s": ".2f", "MiB": ".1f"}  # else whole numbers: ",.0f"
 
 
 def spread(value: Spread | None, spec: str = ".1f", *, signed: bool = False) -> str:
@@ -159,7 +159,7 @@ def compare_table(changes: Sequence[Change], *, old_name: str) -> Table:
             "-" if c.workers is None else str(c.workers),
             _change_value(c.old, c.unit),
             _change_value(c.new, c.unit),
-            f"{c.delta:+,.{3 if c.unit == 'ms' else 1}f}",
+            format(c.delta, "+" + _CHANGE_FORMATS.get(c.unit, ",.0f")),
             Text(c.verdict, style=styles.get(c.verdict, "")),
             c.how,
         )
