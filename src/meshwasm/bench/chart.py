@@ -45,7 +45,11 @@ def _pyplot() -> Any:
 def require_matplotlib() -> None:
     """Fail before a long run, not after it, when a PNG is asked for and cannot be drawn
     (without importing it: pyplot takes seconds to import)."""
-    if importlib.util.find_spec("matplotlib") is None:
+    try:
+        found = importlib.util.find_spec("matplotlib") is not None
+    except ValueError:  # in sys.modules without a spec: not importable either
+        found = False
+    if not found:
         raise _missing()
 
 
