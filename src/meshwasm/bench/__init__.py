@@ -11,7 +11,8 @@ in the same round. The pieces, each small:
 - :mod:`~meshwasm.bench.procfs`: CPU, RSS, the VMs' linear memory, load, from ``/proc``;
 - :mod:`~meshwasm.bench.envoy_log`: what Envoy's log says went wrong (pure);
 - :mod:`~meshwasm.bench.envoys`: one pinned Envoy, its cold start and failure diagnosis;
-- :mod:`~meshwasm.bench.runner`: the interleaved rounds;
+- :mod:`~meshwasm.bench.runner`: the interleaved rounds, returning
+  :mod:`~meshwasm.bench.measurements` (plain data);
 - :mod:`~meshwasm.bench.stats`: medians, spreads, paired differences (pure);
 - :mod:`~meshwasm.bench.report`: the report and its JSON (pure);
 - :mod:`~meshwasm.bench.compare`: what changed between two reports (pure);

@@ -9,7 +9,7 @@ from rich.table import Table
 from rich.text import Text
 
 from meshwasm.bench.compare import Change
-from meshwasm.bench.report import Report, Result
+from meshwasm.bench.report import BASELINE, Report, Result
 from meshwasm.bench.stats import Spread, ratio
 
 MIB = 1024 * 1024
@@ -108,7 +108,7 @@ def _headline(report: Report, result: Result) -> str:
 
 def summary_lines(report: Report) -> list[str]:
     lines = [_headline(report, r) for r in report.results if r.key == report.plugin and r.added_us]
-    alone = next((m for m in report.worker_memory if m.key == "none"), None)
+    alone = next((m for m in report.worker_memory if m.key == BASELINE), None)
     for m in report.worker_memory:
         if m.key == report.plugin and m.added_per_worker_bytes is not None:
             fixed = _num(None if m.added_fixed_bytes is None else m.added_fixed_bytes / MIB, "+.2f")

@@ -18,7 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from meshwasm.bench.errors import BenchError
-from meshwasm.bench.runner import Measured, Meta, Sample
+from meshwasm.bench.measurements import Measured, Meta, Sample
 from meshwasm.bench.stats import Spread, paired_differences
 from meshwasm.errors import ExitCode
 

@@ -1,5 +1,7 @@
 """The interleaved rounds: every variant at every worker count once per round, Envoy's CPU
-time read from ``/proc`` around each load, memory read once the load is over."""
+time read from ``/proc`` around each load, memory read once the load is over.
+
+The figures it returns are the types of :mod:`meshwasm.bench.measurements` (re-exported here)."""
 
 from __future__ import annotations
 
@@ -9,18 +11,20 @@ import re
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from meshwasm.bench import envoys, procfs
 from meshwasm.bench.envoys import BenchEnvoy
 from meshwasm.bench.errors import BenchError
 from meshwasm.bench.load import LoadResult, require_wrk, run_wrk
-from meshwasm.bench.variants import Variant, no_filter
+from meshwasm.bench.measurements import Measured, Meta, Sample
+from meshwasm.bench.variants import Variant
 from meshwasm.envoy.process import envoy_binary
 from meshwasm.errors import UsageError
 
 Progress = Callable[[str], None]
+__all__ = ["Measured", "Meta", "Progress", "Sample", "Settings", "run"]
 
 
 @dataclass(frozen=True)
@@ -40,52 +44,11 @@ class Settings:
             )
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One variant's load in one round."""
-
-    cpu_us_per_request: float  # Envoy's user + system CPU over the load / requests completed
-    rps: float
-    p50_ms: float
-    p99_ms: float
-    requests: int
-    socket_errors: int = 0
-
-
-@dataclass
-class Measured:
-    """Everything measured about one variant at one worker count."""
-
-    key: str
-    label: str
-    workers: int
-    start_s: float
-    samples: list[Sample] = field(default_factory=list)
-    rss_start_bytes: int = 0  # at the first 200
-    rss_end_bytes: int = 0  # after the last round
-    linear_memory_start: list[int] = field(default_factory=list)  # bytes per Wasm VM
-    linear_memory_end: list[int] = field(default_factory=list)
-    vm_count: int | None = None  # Envoy's wasm.wasm_vm_count after the last round
-    module_bytes: int | None = None
-    module_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class Meta:
-    rounds: int
-    seconds: int
-    warmup: int
-    connections: int
-    workers: list[int]
-    envoy: str
-    envoy_version: str
-    envoy_core: int | None
-    load_core: int | None
-    cpus: int
-    started: str  # UTC, ISO 8601
-    loadavg_start: tuple[float, float, float]
-    loadavg_end: tuple[float, float, float]
-    duration_s: float
+def _read_through(path: Path) -> None:
+    """Read a file once, into the page cache."""
+    with path.open("rb") as handle:
+        while handle.read(1 << 20):
+            pass
 
 
 def envoy_version() -> str:
@@ -158,10 +121,9 @@ def run(
     loadavg_start, t0, started = procfs.read_loadavg(), time.monotonic(), time.gmtime()
     running: list[tuple[BenchEnvoy, Measured]] = []
     try:
-        # An Envoy started and stopped first, unmeasured: the first start on a machine reads the
-        # 100 MB binary from disk and would make "no filter" look slow to start.
-        progress("starting Envoy once, unmeasured, to have its binary in the page cache")
-        envoys.start(no_filter(), workers=1, workdir=workdir, core=pinning.envoy_core, name="prime").stop()
+        # The first start on a machine reads the 100 MB binary from disk: read it first, so
+        # "no filter" (started first) does not look slow to start.
+        _read_through(Path(envoy_binary()))
         for count in workers:
             for variant in variants:
                 progress(f"starting Envoy: {variant.label}, {count} worker(s)")
