@@ -137,11 +137,10 @@ def start(
     path: str = "/",
     headers: Sequence[str] = (),
     timeout: float = START_TIMEOUT_S,
-    name: str | None = None,
 ) -> BenchEnvoy:
     """Start Envoy for ``variant`` and wait for the first 200 (timed from the exec)."""
     port, admin_port = free_port(), free_port()
-    name = name or f"{variant.key}-{workers}w"  # its config and log file names
+    name = f"{variant.key}-{workers}w"  # its config and log file names
     config = workdir / f"{name}.json"
     config.write_text(json.dumps(bootstrap(variant, port=port, admin_port=admin_port), indent=1))
     argv = [
