@@ -225,15 +225,18 @@ class LocalGateway:
     def resolve_modules(self, istio_resources: IstioResources, *, changed: set[str]) -> dict[str, str]:
         assert self.agent is not None
         files: dict[str, str] = {}
-        for plugin in istio_resources.wasm_plugins:
-            key = f"{plugin.namespace}/{plugin.name}"
+        for original in istio_resources.wasm_plugins:
+            key = f"{original.namespace}/{original.name}"
+            url = module_url(original)
+            # The agent fetches the URL istiod sends it: one without a scheme is oci://.
+            plugin = original.model_copy(update={"spec": original.spec.model_copy(update={"url": url})})
             # Istio re-pulls an Always module when its resource changes.
             force = key in changed and pull_policy(plugin) == "Always"
             started = time.monotonic()
-            self.say(f"resolving module for {key}: {plugin.spec.url}")
+            self.say(f"resolving module for {key}: {url}")
             result = self.agent.resolve(plugin, force=force)
             if result.path:
-                files[module_url(plugin)] = result.path
+                files[url] = result.path
                 how = "fetched" if result.fetched else "cached"
                 self.say(f"  {how} {result.sha256} in {time.monotonic() - started:.2f} s -> {result.path}")
             else:
