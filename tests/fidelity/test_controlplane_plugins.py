@@ -28,7 +28,8 @@ from oracle_controlplane import (
     translate,
 )
 
-from fixtures.oracle import IstioOracle
+from fixtures.oracle import IstioOracle, OracleFailed
+from meshwasm.translate import TranslationError
 
 GW_NS = "web"  # sorts after the root namespace: the order of namespaces is not alphabetical
 ROOT_NS = "istio-system"
@@ -98,8 +99,8 @@ def modules_for(*docs: dict[str, Any], missing: tuple[str, ...] = ()) -> dict[st
     out = {}
     for doc in docs:
         if doc["kind"] == "WasmPlugin" and doc["metadata"]["name"] not in missing:
-            url = doc["spec"]["url"]
-            url = url if "://" in url else f"oci://{url}"
+            scheme, sep, rest = doc["spec"]["url"].partition("://")
+            url = f"{scheme.lower()}://{rest}" if sep else f"oci://{scheme}"
             out[url] = MODULE.format(name=doc["metadata"]["name"])
     return out
 
@@ -282,6 +283,10 @@ FAIL_MISSING = ("open-missing", "close-missing", "reload-missing", "unset-missin
 def _urls(answer: dict[str, Any]) -> None:
     (fetched,) = [f for f in answer["agent_fetches"] if "no-scheme" in f["resource_name"]]
     assert fetched["url"] == "oci://registry.example/no-scheme:v1"  # no scheme means oci://
+    (upper,) = [f for f in answer["agent_fetches"] if "upper-scheme" in f["resource_name"]]
+    assert upper["url"] == "oci://registry.example/upper-scheme:v1"  # Go lower-cases the scheme
+    # A scheme-less url with a port: Go refuses to parse it, istiod drops the plugin.
+    assert "web.host-port" not in chain(answer)
     assert wasm_config(answer, "file")["vm_config"]["code"] == {
         "local": {"filename": "/opt/plugins/file.wasm"}
     }
@@ -291,6 +296,8 @@ URLS = (
     gateway(),
     virtual_service(),
     plugin("no-scheme", url="registry.example/no-scheme:v1"),
+    plugin("upper-scheme", url="OCI://registry.example/upper-scheme:v1"),
+    plugin("host-port", url="127.0.0.1:5000/team/host-port:v1"),
     plugin("http", url="http://fetcher.example/fetch/aHR0cDovL3g="),
     plugin("file", url="file:///opt/plugins/file.wasm", imagePullPolicy="IfNotPresent"),
 )
@@ -531,3 +538,15 @@ def test_meshwasm_gives_the_gateway_istio_gives(
     ours = meshwasm_view(translate(gateway_case, load_istio(gateway_case, tmp_path)))
     differences = diff(oracle_view(answer), ours)
     assert differences == [], "meshwasm differs from Istio:\n  " + "\n  ".join(differences)
+
+
+def test_a_url_scheme_istio_refuses_is_refused(istio_oracle: IstioOracle, tmp_path: Path) -> None:
+    """``localhost:5000/m:v1`` has the scheme ``localhost`` to Go: Istio's validation refuses it."""
+    docs = (gateway(), virtual_service(), plugin("localhost", url="localhost:5000/team/m:v1"))
+    gateway_case = GatewayCase(
+        name="bad-scheme", yaml=yaml.safe_dump_all(docs, sort_keys=False), namespace=GW_NS, labels=LABELS
+    )
+    with pytest.raises(OracleFailed, match="unsupported scheme: localhost"):
+        ask_oracle(istio_oracle, gateway_case)
+    with pytest.raises(TranslationError, match="url scheme 'localhost' is not one Istio accepts"):
+        translate(gateway_case, load_istio(gateway_case, tmp_path))

@@ -1,8 +1,10 @@
-"""The local gateway's agent fetches the module URL istiod sends: without a scheme, ``oci://``.
+"""The local gateway's agent fetches the module URL istiod sends, not the one written.
 
-Istio (docs/fidelity.md, 7d) prepends ``oci://`` to a WasmPlugin url that has no scheme before its
-agent fetches; ``meshwasm up`` must pull the same image from the same real registry, and the
-translation must then run that module rather than the fail-closed stand-in.
+istiod reads a WasmPlugin url with Go's net/url (docs/fidelity.md, 7d): no scheme means ``oci://``
+and the scheme is lower-cased, so ``OCI://registry/m:v1`` reaches the agent as ``oci://...``.
+``meshwasm up`` must pull that image from the real registry, and the translation must then run
+that module rather than the fail-closed stand-in. (A scheme-less url cannot name a registry with a
+port: istiod drops it; the fidelity suite checks that.)
 """
 
 from __future__ import annotations
@@ -27,13 +29,13 @@ from meshwasm.translate import IstioResources, istio_to_envoy
 pytestmark = pytest.mark.registry
 
 
-def test_a_url_without_a_scheme_is_pulled_as_oci(registry: LocalRegistry, tmp_path: Path) -> None:
+def test_the_url_istiod_sends_is_the_one_pulled(registry: LocalRegistry, tmp_path: Path) -> None:
     module = synthetic_module(2048)
     with RegistryClient() as client:
-        client.push_image(build_image(module), parse_reference(f"oci://{registry.address}/noscheme/x:v1"))
+        client.push_image(build_image(module), parse_reference(f"oci://{registry.address}/upper/x:v1"))
     plugin = istio.WasmPlugin(
         metadata=ObjectMeta(name="noscheme", namespace="edge"),
-        spec=istio.WasmPluginSpec(url=f"{registry.address}/noscheme/x:v1"),
+        spec=istio.WasmPluginSpec(url=f"OCI://{registry.address}/upper/x:v1"),
     )
     resources = IstioResources(wasm_plugins=[plugin])
     said: list[str] = []
@@ -43,7 +45,7 @@ def test_a_url_without_a_scheme_is_pulled_as_oci(registry: LocalRegistry, tmp_pa
         files = gateway.resolve_modules(resources, changed=set())
     finally:
         shutil.rmtree(gateway.workdir, ignore_errors=True)
-    oci_url = f"oci://{registry.address}/noscheme/x:v1"
+    oci_url = f"oci://{registry.address}/upper/x:v1"
     assert set(files) == {oci_url}, said
     assert Path(files[oci_url]).read_bytes() == module
     assert any(f"resolving module for edge/noscheme: {oci_url}" in line for line in said)

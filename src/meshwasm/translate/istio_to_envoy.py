@@ -30,7 +30,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urlsplit
 
 from meshwasm.envoy import resources as r
 from meshwasm.envoy.resources import Json
@@ -102,6 +101,7 @@ DEFAULT_RETRY_POLICY: Json = {
     ],
     "host_selection_retry_max_attempts": "5",
 }
+_URL_SCHEMES = {None, "oci", "http", "https", "file"}
 _FAILURE_POLICIES = {"FAIL_OPEN": "FAIL_OPEN", "FAIL_CLOSE": "FAIL_CLOSED", "FAIL_RELOAD": "FAIL_RELOAD"}
 
 
@@ -140,9 +140,11 @@ def cluster_name(host: str, port: int) -> str:
 
 
 def module_url(plugin: istio.WasmPlugin) -> str:
-    """The module URL istiod sends the agent: a URL without a scheme means ``oci://``."""
+    """The module URL istiod sends the agent: a URL without a scheme means ``oci://``; Go
+    lower-cases the scheme."""
     url = plugin.spec.url
-    return url if urlsplit(url).scheme else f"oci://{url}"
+    scheme = wp.go_scheme(url)
+    return f"oci://{url}" if scheme is None else f"{scheme}{url[len(scheme) :]}"
 
 
 def failure_policy(plugin: istio.WasmPlugin) -> str:
@@ -412,7 +414,31 @@ class _Builder:
             bad = next(p for p in self.resources.wasm_plugins if _bad_creation_time(p))
             self.problem(bad, str(exc), "metadata.creationTimestamp")
             return []
-        return wp.chain_order(p for p in candidates if wp.attaches(p, self.labels, self.namespace))
+        usable = []
+        for plugin in candidates:
+            scheme = wp.go_scheme(plugin.spec.url)
+            if scheme not in _URL_SCHEMES:
+                # Istio's validation (validateWasmPluginURL) refuses it at admission.
+                self.problem(
+                    plugin,
+                    f"url scheme {scheme!r} is not one Istio accepts (oci://, http://, https://, file:// or"
+                    " none, which means oci://); a registry with a port needs the oci:// prefix",
+                    "spec.url",
+                )
+                continue
+            error = wp.go_url_error(plugin.spec.url)
+            if error is None:
+                usable.append(plugin)
+                continue
+            # istiod discards it ("failure to parse wasm URL"): no filter at all, not a stand-in.
+            self.warnings.append(
+                Problem(
+                    f"url {plugin.spec.url!r}: {error}; Istio drops this WasmPlugin (a registry with a"
+                    " port needs the oci:// prefix)",
+                    subject=plugin.ref,
+                )
+            )
+        return wp.chain_order(p for p in usable if wp.attaches(p, self.labels, self.namespace))
 
     def filter_config(self, plugin: istio.WasmPlugin) -> Json:
         name = filter_name(plugin)
@@ -420,10 +446,10 @@ class _Builder:
         network = wp.is_network(plugin)
         policy = failure_policy(plugin)
         url = module_url(plugin)
-        local_file = urlsplit(url).scheme == "file"
+        local_file = url.startswith("file://")
         # A file:// module is named by istiod itself and left alone by the agent (no fetch, no
         # stand-in; Envoy reads the file).
-        module = url.removeprefix("file://") if local_file else self.module_files.get(url)
+        module = spec.url.removeprefix("file://") if local_file else self.module_files.get(url)
         if module is None:
             fail_open = policy == "FAIL_OPEN"
             self.warnings.append(
