@@ -221,3 +221,30 @@ class SignatureGate:
                 digest="",
                 hint="serve it from an OCI registry and sign it, or narrow the '*' rule to registries",
             )
+
+
+POLICY_CONFIGMAP = "wasmfetcher-signatures"
+POLICY_FILE_KEY = "policy.yaml"
+
+
+def policy_configmap(policy: SignaturePolicy, *, namespace: str = "istio-system") -> dict[str, object]:
+    """The ConfigMap the wasmfetcher's deployment mounts for ``require_signature_file``: the
+    policy with every public key inline (PEM), so it stands alone."""
+    import yaml
+
+    rules = [
+        {"scope": rule.scope, "public_keys": [key.pem().decode() for key in rule.keys]}
+        for rule in policy.rules
+    ]
+    text = "# Written by `meshwasm render --require-signature`; read by the wasmfetcher at start.\n"
+    text += yaml.safe_dump({"require_signature": rules}, sort_keys=False)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": POLICY_CONFIGMAP,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/name": "wasmfetcher", "app.kubernetes.io/part-of": "meshwasm"},
+        },
+        "data": {POLICY_FILE_KEY: text},
+    }

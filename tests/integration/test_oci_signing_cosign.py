@@ -1,0 +1,207 @@
+"""meshwasm and the real cosign CLI (built from sigstore's Go module by ``make get-cosign``) verify
+each other's signatures, in a real registry, and refuse the same bad cases.
+
+The matrix: signer (meshwasm, cosign) x verifier (meshwasm, cosign) x case (signed, unsigned,
+another key, a signature copied from another digest, a tag moved to an unsigned image). Keys
+cross too: the trusted key is one ``cosign generate-key-pair`` wrote (meshwasm opens it to sign),
+the other key is one meshwasm encrypted (cosign opens it to sign). Beyond the matrix: the payload
+cosign signs is byte for byte the one meshwasm builds, and each tool appends to, and recognizes
+duplicates in, the other's signature image.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from fixtures.oci_modules import run_meshwasm
+from fixtures.signing import (
+    CASES,
+    KEY_PASSWORD,
+    Cosign,
+    KeyPair,
+    SigningCases,
+    build_cases,
+    make_key_pair,
+    meshwasm_signer,
+    push_module,
+)
+from meshwasm.oci.client import RegistryClient
+from meshwasm.oci.local_registry import LocalRegistry
+from meshwasm.oci.reference import Reference, parse_reference
+from meshwasm.oci.signing import payload as sp
+from meshwasm.oci.signing.keys import load_private_key
+from meshwasm.oci.signing.remote import signature_reference
+
+pytestmark = pytest.mark.registry
+
+# What cosign says for each refusal (cosign's own messages, pinned so a change is noticed).
+COSIGN_REFUSALS = {
+    "unsigned": "no signatures found",
+    "untrusted_signature": "no matching signatures",
+    "digest_mismatch": "invalid or missing digest in claim",
+}
+
+
+@pytest.fixture(scope="module")
+def cosign_key(cosign: Cosign, tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
+    """A key pair written by ``cosign generate-key-pair`` (encrypted with COSIGN_PASSWORD)."""
+    directory = tmp_path_factory.mktemp("cosign-keys")
+    done = cosign.run(
+        "generate-key-pair", "--output-key-prefix", "trusted", password=KEY_PASSWORD, cwd=directory
+    )
+    assert done.returncode == 0, done.stderr
+    private = directory / "trusted.key"
+    assert private.read_bytes().startswith(b"-----BEGIN ENCRYPTED SIGSTORE PRIVATE KEY-----")
+    key = load_private_key(private.read_bytes(), source=str(private), password=KEY_PASSWORD.encode())
+    return KeyPair(private, directory / "trusted.pub", key)
+
+
+@pytest.fixture(scope="module")
+def meshwasm_key(tmp_path_factory: pytest.TempPathFactory) -> KeyPair:
+    """A key pair meshwasm wrote (cosign's encrypted format, meshwasm's encryption)."""
+    return make_key_pair(tmp_path_factory.mktemp("meshwasm-keys"), "other")
+
+
+def cosign_sign(cosign: Cosign, ref: Reference, digest: str, key: KeyPair, *extra: str) -> None:
+    done = cosign.run(
+        "sign", "--key", str(key.private_path), "--tlog-upload=false", "--yes", *extra,
+        f"{ref.name}@{digest}", password=KEY_PASSWORD,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+
+
+def cosign_verify(cosign: Cosign, ref: str, key: KeyPair) -> tuple[int, str, str]:
+    done = cosign.run("verify", "--key", str(key.public_path), "--insecure-ignore-tlog=true", ref)
+    # Nothing was fetched from outside: no TUF root was asked for (see the Cosign fixture).
+    assert "trusted_root.json" not in done.stderr, done.stderr
+    return done.returncode, done.stdout, done.stderr
+
+
+@pytest.fixture(scope="module")
+def cases_by_signer(
+    registry: LocalRegistry, cosign: Cosign, cosign_key: KeyPair, meshwasm_key: KeyPair
+) -> dict[str, SigningCases]:
+    def by_cosign(ref: Reference, digest: str, key: KeyPair) -> None:
+        cosign_sign(cosign, ref, digest, key)
+
+    trusted, other = cosign_key, meshwasm_key
+    return {
+        "meshwasm": build_cases(
+            registry, trusted, other, prefix="by-meshwasm", seed=9000, signer=meshwasm_signer
+        ),
+        "cosign": build_cases(registry, trusted, other, prefix="by-cosign", seed=9500, signer=by_cosign),
+    }
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("verifier", ["meshwasm", "cosign"])
+@pytest.mark.parametrize("signer", ["meshwasm", "cosign"])
+def test_matrix(
+    signer: str,
+    verifier: str,
+    case: str,
+    cases_by_signer: dict[str, SigningCases],
+    cosign: Cosign,
+    cosign_key: KeyPair,
+) -> None:
+    expected = cases_by_signer[signer][case]
+    if verifier == "cosign":
+        code, out, err = cosign_verify(cosign, str(expected.ref), cosign_key)
+        if expected.expected_reason is None:
+            assert code == 0, err
+            (claim,) = json.loads(out)
+            assert claim["critical"]["image"]["docker-manifest-digest"] == expected.digest
+            assert claim["critical"]["identity"]["docker-reference"] == expected.ref.name
+        else:
+            assert code != 0, out
+            assert COSIGN_REFUSALS[expected.expected_reason] in err, err
+        return
+    done = run_meshwasm("image", "verify", str(expected.ref), "--key", str(cosign_key.public_path), "--json")
+    result = json.loads(done.stdout)
+    assert result["digest"] == expected.digest
+    if expected.expected_reason is None:
+        assert (done.returncode, result["verified"]) == (0, True), done.stderr
+    else:
+        assert (done.returncode, result["reason"]) == (6, expected.expected_reason), done.stderr
+
+
+def _payloads(ref: Reference, digest: str) -> list[bytes]:
+    with RegistryClient() as client:
+        sig_ref = signature_reference(ref, digest)
+        manifest = client.get_manifest(sig_ref)
+        layers = sp.signature_layers(manifest.doc, where=str(sig_ref))
+        return [
+            client.fetch_blob(sig_ref, layer.descriptor, max_size=sp.MAX_PAYLOAD_SIZE) for layer in layers
+        ]
+
+
+def test_cosigns_payload_is_byte_for_byte_meshwasms(
+    registry: LocalRegistry, cosign: Cosign, cosign_key: KeyPair
+) -> None:
+    ref = parse_reference(f"{registry.address}/interop/payload:v1")
+    with RegistryClient() as client:
+        digest = push_module(client, ref, seed=9900)
+    annotations = {"build": "42", "note": "a<b & c>d", "ünï": "cödé"}
+    cosign_sign(cosign, ref, digest, cosign_key, *[f"-a={k}={v}" for k, v in annotations.items()])
+    (payload,) = _payloads(ref, digest)
+    assert payload == sp.simple_signing_payload(sp.docker_reference(ref), digest, annotations)
+
+
+def _layer_count(ref: Reference, digest: str) -> int:
+    with RegistryClient() as client:
+        return len(client.get_manifest(signature_reference(ref, digest)).doc["layers"])
+
+
+def test_each_tool_appends_to_the_others_signatures_and_skips_duplicates(
+    registry: LocalRegistry,
+    cosign: Cosign,
+    cosign_key: KeyPair,
+    meshwasm_key: KeyPair,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COSIGN_PASSWORD", KEY_PASSWORD)
+    for order in ("meshwasm-first", "cosign-first"):
+        ref = parse_reference(f"{registry.address}/interop/append-{order}:v1")
+        with RegistryClient() as client:
+            digest = push_module(client, ref, seed=9910 if order == "meshwasm-first" else 9920)
+        first_key, second_key = (
+            (cosign_key, meshwasm_key) if order == "meshwasm-first" else (meshwasm_key, cosign_key)
+        )
+
+        def meshwasm_sign(key: KeyPair, ref: Reference = ref) -> str:
+            done = run_meshwasm("image", "sign", str(ref), "--key", str(key.private_path))
+            assert done.returncode == 0, done.stderr
+            return done.stdout
+
+        if order == "meshwasm-first":
+            meshwasm_sign(first_key)
+            cosign_sign(cosign, ref, digest, first_key)  # the same signature: cosign sees a duplicate
+            assert _layer_count(ref, digest) == 1
+            cosign_sign(cosign, ref, digest, second_key)  # appended to meshwasm's signature image
+        else:
+            cosign_sign(cosign, ref, digest, first_key)
+            assert "unchanged" in meshwasm_sign(first_key)  # meshwasm sees cosign's as a duplicate
+            assert _layer_count(ref, digest) == 1
+            meshwasm_sign(second_key)  # appended to cosign's signature image
+        assert _layer_count(ref, digest) == 2
+        for key in (first_key, second_key):
+            code, _, err = cosign_verify(cosign, str(ref), key)
+            assert code == 0, (order, err)
+            verified = run_meshwasm("image", "verify", str(ref), "--key", str(key.public_path))
+            assert verified.returncode == 0, (order, verified.stderr)
+
+
+def test_meshwasm_reads_a_key_cosign_wrote_and_cosign_one_meshwasm_wrote(
+    cosign_key: KeyPair, meshwasm_key: KeyPair, cosign: Cosign, tmp_path: Path
+) -> None:
+    # cosign's public-key-from-private-key command opens meshwasm's encrypted key.
+    done = cosign.run("public-key", "--key", str(meshwasm_key.private_path), password=KEY_PASSWORD)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.encode().strip() == meshwasm_key.public_path.read_bytes().strip()
+    # and meshwasm opened cosign's (the cosign_key fixture): its public half is cosign's .pub.
+    assert cosign_key.key.public.pem().strip() == cosign_key.public_path.read_bytes().strip()
+    wrong = cosign.run("public-key", "--key", str(meshwasm_key.private_path), password="wrong")
+    assert wrong.returncode != 0
