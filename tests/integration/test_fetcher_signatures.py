@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from fixtures.oci_modules import run_meshwasm, synthetic_module
 from fixtures.signing import KeyPair, SigningCases, meshwasm_signer, push_module
@@ -153,3 +154,43 @@ def test_a_policy_that_cannot_be_read_stops_the_fetcher_from_starting(tmp_path: 
     done = run_meshwasm("fetcher", "serve", "--config", str(config), timeout=60)
     assert done.returncode == 2
     assert "cannot read public key /nonexistent.pub" in done.stderr
+
+
+def test_the_policy_meshwasm_render_writes_is_the_one_the_fetcher_enforces(
+    tmp_path: Path,
+    repo_root: Path,
+    registry: LocalRegistry,
+    signing_cases: SigningCases,
+    trusted_key: KeyPair,
+) -> None:
+    """render --require-signature -> the wasmfetcher-signatures ConfigMap -> its policy.yaml mounted
+    as require_signature_file (as deploy/fetcher does) -> the fetcher refuses and serves by it."""
+    out = tmp_path / "rendered"
+    scope = f"{registry.address}/signing"
+    done = run_meshwasm(
+        "render",
+        str(repo_root / "tsb"),
+        "-o",
+        str(out),
+        "--require-signature",
+        f"{scope}={trusted_key.public_path}",
+    )
+    assert done.returncode == 0, done.stderr
+    kustomization = yaml.safe_load((out / "kustomization.yaml").read_text())
+    (name,) = [n for n in kustomization["resources"] if "wasmfetcher-signatures" in n]
+    configmap = yaml.safe_load((out / name).read_text())
+    assert (configmap["kind"], configmap["metadata"]["name"]) == ("ConfigMap", "wasmfetcher-signatures")
+    assert configmap["metadata"]["namespace"] == "istio-system"
+    mounted = tmp_path / "etc-wasmfetcher-signatures"
+    mounted.mkdir()
+    (mounted / "policy.yaml").write_text(configmap["data"]["policy.yaml"])
+    settings = _settings(registry, None)
+    settings["require_signature_file"] = str(mounted / "policy.yaml")
+    proc = FetcherProcess(tmp_path / "fetcher", settings)
+    proc.start()
+    try:
+        assert fetch(proc, f"oci://{signing_cases['signed'].ref}").status_code == 200
+        refused = fetch(proc, f"oci://{signing_cases['other_key'].ref}")
+        assert (refused.status_code, refused.json()["error"]["code"]) == (403, "signature_untrusted")
+    finally:
+        proc.stop()
