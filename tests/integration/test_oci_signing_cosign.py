@@ -145,7 +145,9 @@ def test_cosigns_payload_is_byte_for_byte_meshwasms(
     with RegistryClient() as client:
         digest = push_module(client, ref, seed=9900)
     annotations = {"build": "42", "note": "a<b & c>d", "ünï": "cödé"}
-    cosign_sign(cosign, ref, digest, cosign_key, *[f"-a={k}={v}" for k, v in annotations.items()])
+    cosign_sign(
+        cosign, ref, digest, cosign_key, *[arg for k, v in annotations.items() for arg in ("-a", f"{k}={v}")]
+    )
     (payload,) = _payloads(ref, digest)
     assert payload == sp.simple_signing_payload(sp.docker_reference(ref), digest, annotations)
 
