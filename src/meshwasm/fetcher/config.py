@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from meshwasm.errors import UsageError
 from meshwasm.oci.signing.policy import SignatureRuleConfig
 
-DEFAULT_MAX_MODULE = 256 * 1024 * 1024  # Istio's cap (ARCHITECTURE.md, "Wasm images")
+DEFAULT_MAX_MODULE = 256 * 1024 * 1024  # Istio's cap (docs/architecture.md, "Istio agent and images")
 
 
 class PullPolicy(StrEnum):
