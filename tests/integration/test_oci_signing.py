@@ -130,3 +130,24 @@ def test_verify_with_a_private_key_says_to_pass_the_public_one(
     )
     assert done.returncode == 2
     assert "pass the public half" in done.stderr
+
+
+def test_a_payload_corrupted_in_the_registry_is_refused_as_unreadable(
+    registry: LocalRegistry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The signature image names a payload digest; the registry's copy no longer hashes to it (its
+    storage was tampered with): nothing verifies, and the refusal says the payload was unreadable."""
+    key = make_key_pair(tmp_path, "k")
+    ref = parse_reference(f"{registry.address}/signing/corrupted:v1")
+    with RegistryClient() as client:
+        digest = push_module(client, ref, seed=8300)
+    monkeypatch.setenv("COSIGN_PASSWORD", KEY_PASSWORD)
+    assert run_meshwasm("image", "sign", str(ref), "--key", str(key.private_path)).returncode == 0
+    payload_digest = sp.signature_layer(sp.simple_signing_payload(ref.name, digest), b"").digest
+    path = registry.blob_data_path(payload_digest)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # same size, different content
+    path.write_bytes(bytes(data))
+    code, result = _verify(str(ref), key.public_path)
+    assert (code, result["reason"]) == (6, "malformed_signature")
+    assert "payload(s) unreadable" in str(result["message"])

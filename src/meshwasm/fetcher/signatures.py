@@ -128,13 +128,17 @@ def read_policy_file(path: Path) -> list[SignatureRuleConfig]:
         raise UsageError(f"{path} is not valid YAML: {exc}") from exc
     if not isinstance(doc, dict) or not isinstance(doc.get("require_signature", []), list):
         raise UsageError(f"{path}: expected a mapping with a require_signature list")
-    try:
-        return [SignatureRuleConfig.model_validate(rule) for rule in doc.get("require_signature") or []]
-    except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or '(top)'}: {err['msg']}" for err in exc.errors()
-        )
-        raise UsageError(f"invalid signature policy in {path}: {problems}") from exc
+    rules = []
+    for index, rule in enumerate(doc.get("require_signature") or []):
+        try:
+            rules.append(SignatureRuleConfig.model_validate(rule))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"require_signature[{index}].{'.'.join(str(p) for p in err['loc'])}: {err['msg']}"
+                for err in exc.errors()
+            )
+            raise UsageError(f"invalid signature policy in {path}: {problems}") from exc
+    return rules
 
 
 def _digest(value: str) -> str:

@@ -6,7 +6,8 @@ image has no signature that the trusted keys verify for its digest. The reason s
 - ``unsigned``: no ``sha256-<digest>.sig`` manifest, or one without simple-signing layers;
 - ``untrusted_signature``: signatures exist, but none verifies with the trusted key(s);
 - ``digest_mismatch``: a signature verifies, but its payload names another image digest;
-- ``malformed_signature``: a signature verifies, but its payload is not a cosign simple-signing claim.
+- ``malformed_signature``: a signature verifies, but its payload is not a cosign simple-signing claim;
+  or none verifies and a payload could not be read (missing, oversized, not matching its digest).
 """
 
 from __future__ import annotations

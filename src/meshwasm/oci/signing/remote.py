@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshwasm.oci import mediatypes as mt
-from meshwasm.oci.errors import ImageNotFound, RegistryError
+from meshwasm.oci.errors import DigestMismatch, ImageNotFound, ModuleTooLarge, RegistryError
 from meshwasm.oci.image import Descriptor
 from meshwasm.oci.reference import Reference
 from meshwasm.oci.signing import payload as sp
@@ -166,11 +166,16 @@ def verify_digest(
     verified: list[VerifiedSignature] = []
     other_digests: list[str] = []
     malformed: list[str] = []
+    unreadable: list[str] = []
     for layer in layers:
         signature = layer.signature()
         if not signature:
             continue
-        payload = client.fetch_blob(sig_ref, layer.descriptor, max_size=sp.MAX_PAYLOAD_SIZE)
+        try:
+            payload = client.fetch_blob(sig_ref, layer.descriptor, max_size=sp.MAX_PAYLOAD_SIZE)
+        except (DigestMismatch, ModuleTooLarge, ImageNotFound) as exc:
+            unreadable.append(exc.message)  # missing, oversized, or not what the layer names
+            continue
         key = next((k for k in keys if k.verifies(signature, payload)), None)
         if key is None:
             continue
@@ -195,6 +200,12 @@ def verify_digest(
     if malformed:
         raise SignatureRefused(
             f"{where}: the trusted key's signature holds no valid claim: {malformed[0]}",
+            reason="malformed_signature",
+            digest=digest,
+        )
+    if unreadable:
+        raise SignatureRefused(
+            f"{where}: no signature verifies; {len(unreadable)} payload(s) unreadable: {unreadable[0]}",
             reason="malformed_signature",
             digest=digest,
         )
