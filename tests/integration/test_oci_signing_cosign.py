@@ -207,3 +207,34 @@ def test_meshwasm_reads_a_key_cosign_wrote_and_cosign_one_meshwasm_wrote(
     assert cosign_key.key.public.pem().strip() == cosign_key.public_path.read_bytes().strip()
     wrong = cosign.run("public-key", "--key", str(meshwasm_key.private_path), password="wrong")
     assert wrong.returncode != 0
+
+
+def test_a_signature_copied_with_its_image_to_another_repository_verifies_in_both_tools(
+    registry: LocalRegistry, cosign: Cosign, cosign_key: KeyPair
+) -> None:
+    """cosign checks the payload's digest, not its docker-reference (images and their signatures
+    are copied between registries); meshwasm does the same, and reports the claimed identity."""
+    import io
+
+    from meshwasm.oci import mediatypes as mt
+    from meshwasm.oci.image import Descriptor
+
+    source = parse_reference(f"{registry.address}/interop/copy-src:v1")
+    target = parse_reference(f"{registry.address}/interop/copy-dst:v1")
+    with RegistryClient() as client:
+        digest = push_module(client, source, seed=9930)
+        assert push_module(client, target, seed=9930) == digest  # the same image in another repository
+        cosign_sign(cosign, source, digest, cosign_key)
+        signatures = client.get_manifest(signature_reference(source, digest))
+        doc = signatures.doc
+        for blob in [doc["config"], *doc["layers"]]:
+            desc = Descriptor.from_json(blob, where="copy")
+            data = client.fetch_blob(signature_reference(source, digest), desc, max_size=1 << 20)
+            client.push_blob(signature_reference(target, digest), desc, lambda data=data: io.BytesIO(data))  # type: ignore[misc]
+        client.put_manifest(signature_reference(target, digest), signatures.raw, mt.OCI_MANIFEST)
+    code, out, err = cosign_verify(cosign, str(target), cosign_key)
+    assert code == 0, err
+    assert json.loads(out)[0]["critical"]["identity"]["docker-reference"] == source.name
+    done = run_meshwasm("image", "verify", str(target), "--key", str(cosign_key.public_path), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["signatures"][0]["dockerReference"] == source.name
