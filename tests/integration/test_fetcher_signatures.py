@@ -194,3 +194,45 @@ def test_the_policy_meshwasm_render_writes_is_the_one_the_fetcher_enforces(
         assert (refused.status_code, refused.json()["error"]["code"]) == (403, "signature_untrusted")
     finally:
         proc.stop()
+
+
+@pytest.mark.parametrize("signed", ["index", "manifest", "neither"])
+def test_a_tag_naming_an_index_is_verified_by_the_index_or_the_chosen_manifest(
+    signed: str, registry: LocalRegistry, fetcher: FetcherProcess, trusted_key: KeyPair
+) -> None:
+    """cosign signs the digest a tag names, the index's for an index; the fetcher caches the image
+    manifest chosen from it. Either signature counts (the index pins the manifest's digest)."""
+    import json
+
+    from meshwasm.oci import mediatypes as mt
+
+    ref = parse_reference(f"{registry.address}/signing/indexed-{signed}:v1")
+    with RegistryClient() as client:
+        manifest_digest = push_module(client, ref.with_tag("image"), seed=6400 + len(signed))
+        manifest = client.get_manifest(ref.with_digest(manifest_digest))
+        index = {
+            "schemaVersion": 2,
+            "mediaType": mt.OCI_INDEX,
+            "manifests": [
+                {
+                    "mediaType": mt.OCI_MANIFEST,
+                    "digest": manifest_digest,
+                    "size": len(manifest.raw),
+                    "platform": {"os": "linux", "architecture": "amd64"},
+                }
+            ],
+        }
+        index_digest = client.put_manifest(ref, json.dumps(index).encode(), mt.OCI_INDEX)
+        if signed == "index":
+            meshwasm_signer(ref, index_digest, trusted_key)
+        elif signed == "manifest":
+            meshwasm_signer(ref, manifest_digest, trusted_key)
+    response = fetch(fetcher, f"oci://{ref}")
+    if signed == "neither":
+        assert response.status_code == 403
+        assert index_digest in response.json()["error"]["message"]  # the tag's digest is reported
+        assert cached_modules(fetcher, ref.module_name) == []
+    else:
+        assert response.status_code == 200, response.text
+        (path,) = cached_modules(fetcher, ref.module_name)
+        assert path.stem == manifest_digest.removeprefix("sha256:")
