@@ -32,8 +32,9 @@ from meshwasm.oci.client import RegistryClient
 from meshwasm.oci.local_registry import LocalRegistry
 from meshwasm.oci.reference import Reference, parse_reference
 from meshwasm.oci.signing import payload as sp
+from meshwasm.oci.signing.errors import SignatureRefused
 from meshwasm.oci.signing.keys import load_private_key
-from meshwasm.oci.signing.remote import signature_reference
+from meshwasm.oci.signing.remote import sign_image, signature_reference, verify_image
 
 pytestmark = pytest.mark.registry
 
@@ -119,13 +120,16 @@ def test_matrix(
             assert code != 0, out
             assert COSIGN_REFUSALS[expected.expected_reason] in err, err
         return
-    done = run_meshwasm("image", "verify", str(expected.ref), "--key", str(cosign_key.public_path), "--json")
-    result = json.loads(done.stdout)
-    assert result["digest"] == expected.digest
-    if expected.expected_reason is None:
-        assert (done.returncode, result["verified"]) == (0, True), done.stderr
-    else:
-        assert (done.returncode, result["reason"]) == (6, expected.expected_reason), done.stderr
+    # meshwasm's verification through its API (the CLI over it: tests/integration/test_oci_signing.py).
+    with RegistryClient() as client:
+        if expected.expected_reason is None:
+            verified = verify_image(client, expected.ref, [cosign_key.key.public])
+            assert verified.digest == expected.digest
+            assert [s.identity for s in verified.signatures] == [expected.ref.name]
+            return
+        with pytest.raises(SignatureRefused) as refused:
+            verify_image(client, expected.ref, [cosign_key.key.public])
+    assert (refused.value.reason, refused.value.digest) == (expected.expected_reason, expected.digest)
 
 
 def _payloads(ref: Reference, digest: str) -> list[bytes]:
@@ -162,9 +166,7 @@ def test_each_tool_appends_to_the_others_signatures_and_skips_duplicates(
     cosign: Cosign,
     cosign_key: KeyPair,
     meshwasm_key: KeyPair,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("COSIGN_PASSWORD", KEY_PASSWORD)
     for order in ("meshwasm-first", "cosign-first"):
         ref = parse_reference(f"{registry.address}/interop/append-{order}:v1")
         with RegistryClient() as client:
@@ -174,9 +176,8 @@ def test_each_tool_appends_to_the_others_signatures_and_skips_duplicates(
         )
 
         def meshwasm_sign(key: KeyPair, ref: Reference = ref) -> str:
-            done = run_meshwasm("image", "sign", str(ref), "--key", str(key.private_path))
-            assert done.returncode == 0, done.stderr
-            return done.stdout
+            with RegistryClient() as client:
+                return "added" if sign_image(client, ref, key.key).added else "unchanged"
 
         if order == "meshwasm-first":
             meshwasm_sign(first_key)
@@ -192,8 +193,8 @@ def test_each_tool_appends_to_the_others_signatures_and_skips_duplicates(
         for key in (first_key, second_key):
             code, _, err = cosign_verify(cosign, str(ref), key)
             assert code == 0, (order, err)
-            verified = run_meshwasm("image", "verify", str(ref), "--key", str(key.public_path))
-            assert verified.returncode == 0, (order, verified.stderr)
+            with RegistryClient() as client:
+                assert verify_image(client, ref, [key.key.public]).digest == digest
 
 
 def test_meshwasm_reads_a_key_cosign_wrote_and_cosign_one_meshwasm_wrote(
