@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ class FetcherProcess:
 
     ``settings`` is the config file's content (``listen`` and ``cache.dir`` are
     filled in); the same workdir and cache survive :meth:`restart` and :meth:`kill`.
+    ``wrapper`` runs before the fetcher's own argv (e.g. ``unshare`` with a mount of
+    its own for the cache); it must ``exec`` it, so :attr:`pid` is the fetcher's.
     """
 
     def __init__(
@@ -28,7 +31,9 @@ class FetcherProcess:
         *,
         port: int | None = None,
         cache_dir: Path | None = None,
+        wrapper: Sequence[str] = (),
     ):
+        self.wrapper = list(wrapper)
         self.workdir = workdir
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -45,6 +50,7 @@ class FetcherProcess:
 
     def _new_process(self) -> ManagedProcess:
         argv = [
+            *self.wrapper,
             sys.executable,
             "-c",
             "from meshwasm.cli import main; main()",
