@@ -8,13 +8,18 @@ read). Issue 15, items 1-7.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
+from hostile_helpers import Fetcher, MiB, error_of, vm_hwm
 from hostile_registry import (
     TAR_GZIP,
     WASM_HEADER,
@@ -32,7 +37,6 @@ from hostile_registry import (
     zeros,
 )
 
-from conftest import Fetcher, MiB, error_of, vm_hwm
 from fixtures.oci_modules import synthetic_module
 from meshwasm.fetcher.process import FetcherProcess
 from meshwasm.oci.client import RegistryClient
@@ -446,3 +450,69 @@ def test_concurrent_large_pulls_do_not_hold_modules_in_memory(
     assert digests == {i: m.digest for i, m in enumerate(modules)}
     # Four 48 MiB modules held in memory would be 192 MiB at least.
     assert fetcher.grown() <= MEMORY_BOUND, f"peak RSS grew by {fetcher.grown() / MiB:.0f} MiB"
+
+
+# --- item 7: a full or read-only cache while running, named and reported by /readyz
+
+
+def _private_mounts() -> bool:
+    if not shutil.which("unshare") or not shutil.which("nsenter"):
+        return False
+    probe = subprocess.run(["unshare", "--mount", "true"], capture_output=True, timeout=10)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _private_mounts(), reason="needs unshare --mount (CAP_SYS_ADMIN) for a private tmpfs")
+def test_a_full_or_read_only_cache_gets_named_errors_and_readiness_says_so(
+    fetchers: Callable[..., Fetcher], hostile: HostileRegistry, tmp_path: Path
+) -> None:
+    # A real small file system, private to the fetcher's mount namespace (gone with it).
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    mount = 'mount -t tmpfs -o size=8m tmpfs "$0" && exec "$@"'
+    wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, str(cache_dir)]
+    fetcher = fetchers(
+        {
+            "allow": [hostile.address],
+            "security": {"allow_loopback": True},
+            "pull": {"failure_backoff_seconds": 0},
+        },
+        cache_dir=cache_dir,
+        wrapper=wrapper,
+    )
+    seen = Path(f"/proc/{fetcher.proc.pid}/root") / str(cache_dir).lstrip("/")  # the fetcher's view
+    readyz = f"{fetcher.proc.url}/readyz"
+    hostile.repos["disk/small"] = oci_variant(small_module(9))
+    hostile.repos["disk/big"] = oci_variant(Blob.large_module(12 * MiB, seed=9))
+    hostile.repos["disk/other"] = oci_variant(small_module(10))
+    assert fetcher.get(f"oci://{hostile.address}/disk/small:v1").status_code == 200
+
+    # A module larger than the room left: 507, nothing left behind, and ready again after.
+    assert error_of(fetcher.get(f"oci://{hostile.address}/disk/big:v1")) == (507, "cache_full")
+    fetcher.assert_nothing_cached(f"oci://{hostile.address}/disk/big", root=seen)
+    assert httpx.get(readyz, timeout=5).status_code == 200
+
+    # The file system filled by someone else: not ready, and pulls say why.
+    filler = seen / "filler"
+    with filler.open("wb") as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * MiB)
+    try:
+        assert error_of(httpx.get(readyz, timeout=5)) == (503, "cache_full")
+        assert error_of(fetcher.get(f"oci://{hostile.address}/disk/other:v1")) == (507, "cache_full")
+        fetcher.assert_nothing_cached(f"oci://{hostile.address}/disk/other", root=seen)
+    finally:
+        filler.unlink()
+    assert httpx.get(readyz, timeout=5).status_code == 200
+
+    # Remounted read-only: not ready, new pulls refused by name, cached modules still served.
+    subprocess.run(
+        ["nsenter", "-t", str(fetcher.proc.pid), "-m", "mount", "-o", "remount,ro", str(cache_dir)],
+        check=True,
+        timeout=10,
+    )
+    assert error_of(httpx.get(readyz, timeout=5)) == (503, "cache_unwritable")
+    assert error_of(fetcher.get(f"oci://{hostile.address}/disk/other:v1")) == (503, "cache_unwritable")
+    cached = fetcher.get(f"oci://{hostile.address}/disk/small:v1")
+    assert cached.status_code == 200
+    assert "internal" not in fetcher.proc.log_text()

@@ -35,6 +35,7 @@ from meshwasm.oci.errors import (
     DigestMismatch,
     ImageNotFound,
     InsecureRegistryError,
+    InvalidReference,
     RegistryError,
     RegistryUnavailable,
 )
@@ -194,6 +195,13 @@ class RegistrySession:
             return self._base[registry]
         host = api_host(registry)
         base = f"https://{host}"
+        try:
+            httpx.URL(base)
+        except httpx.InvalidURL as exc:
+            raise InvalidReference(
+                f"registry {registry!r} is not a host name or an address in canonical form ({exc})",
+                hint="write IPv4 addresses in dotted decimal (127.0.0.1), not octal, hex or short forms",
+            ) from exc
         if self.may_use_http(host):
             try:
                 self._client(registry).get(f"{base}/v2/").close()
@@ -233,6 +241,11 @@ class RegistrySession:
         """
         if url.startswith("/"):
             url = self.base_url(registry) + url
+        else:
+            try:
+                httpx.URL(url)
+            except httpx.InvalidURL as exc:
+                raise BadRegistryData(f"{what}: registry {registry} sent an unparsable URL ({exc})") from exc
         client = self._client(registry)
         response = self._send(client, method, registry, url, scopes, headers, body, params, what)
         try:
