@@ -234,3 +234,20 @@ def test_last_use_is_recorded_without_touching_the_module(tmp_path: Path) -> Non
 def test_checksums_must_be_sha256_hex(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError):
         ModuleCache(tmp_path).put(NAME, "../../etc/passwd", module(1))
+
+
+def test_downloads_in_progress_share_a_staging_budget(tmp_path: Path) -> None:
+    from meshwasm.fetcher.cache import CacheFullError
+
+    cache = ModuleCache(tmp_path, max_staging_bytes=1000)
+    with cache.begin("http://h/a") as first:
+        first.write(b"\0asm" + b"a" * 596)
+        with pytest.raises(CacheFullError, match="staging"), cache.begin("http://h/b") as second:
+            second.write(b"\0asm" + b"b" * 496)  # 600 + 500 > 1000
+        assert cache.staging.used == 600  # the refused one charged nothing, and left no file
+        first.commit()
+    assert cache.staging.used == 0  # committed: it is cache bytes now, not staging
+    with cache.begin("http://h/c") as third:
+        third.write(b"\0asm" + b"c" * 900)
+    assert cache.staging.used == 0  # aborted: released
+    assert files(tmp_path / ".tmp") == []

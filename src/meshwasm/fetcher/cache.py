@@ -139,6 +139,30 @@ class _Slot:
     signature: Signature | None = None  # the file as it was when its bytes were verified
 
 
+class StagingBudget:
+    """Bytes that downloads in progress may occupy in ``.tmp`` together: pulls stream to disk
+    instead of memory, so the disk they take is bounded too (a charge over the limit raises
+    :class:`CacheFullError`, and that pull fails; the others go on)."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def charge(self, size: int) -> None:
+        with self._lock:
+            if self.limit is not None and self.used + size > self.limit:
+                raise CacheFullError(
+                    f"downloads in progress would take more than {self.limit} bytes of staging space",
+                    hint="retry later, or raise cache.max_staging_bytes (and the volume with it)",
+                )
+            self.used += size
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.used = max(self.used - size, 0)
+
+
 class PendingModule:
     """A module being downloaded into the cache: write chunks, then :meth:`commit`.
 
@@ -159,14 +183,16 @@ class PendingModule:
         self._hash = hashlib.sha256()
         self.size = 0
         self._done = False
+        self._released = False
 
     def write(self, chunk: bytes) -> None:
+        self._cache.staging.charge(len(chunk))
+        self.size += len(chunk)
         try:
             self._file.write(chunk)
         except OSError as exc:
             raise cache_error(exc, f"storing {self.module_name}") from exc
         self._hash.update(chunk)
-        self.size += len(chunk)
 
     @property
     def sha256(self) -> str:
@@ -186,15 +212,24 @@ class PendingModule:
                 f"{self.module_name}: module sha256 is {actual}, expected {normalize_checksum(expect_sha256)}"
             )
         final_checksum = normalize_checksum(checksum) if checksum is not None else actual
-        entry = self._cache._install(self.module_name, final_checksum, actual, self.size, self.path)
+        try:
+            entry = self._cache._install(self.module_name, final_checksum, actual, self.size, self.path)
+        finally:
+            self._release()
         self._done = True
         return entry
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._cache.staging.release(self.size)
 
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        self._release()
         self._done = True
 
     def __enter__(self) -> PendingModule:
@@ -217,8 +252,10 @@ class ModuleCache:
         clock: Callable[[], float] = time.time,
         on_evict: Callable[[CacheEntry, str], None] | None = None,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_staging_bytes: int | None = None,
     ):
         self.root = Path(root)
+        self.staging = StagingBudget(max_staging_bytes)
         self.max_bytes = max_bytes
         self.max_entries = max_entries
         self.expiry_seconds = expiry_seconds

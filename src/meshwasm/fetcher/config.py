@@ -54,6 +54,9 @@ class CacheConfig(_Model):
     # Modules kept, and reference records (URL -> module) kept: bounds the directory whatever
     # the URLs requested.
     max_entries: int = Field(default=4096, ge=1)
+    # Disk that pulls in progress may take together (they stream to disk, not memory): the
+    # cache volume needs max_bytes plus this much.
+    max_staging_bytes: int | None = Field(default=1024**3, ge=1)
 
 
 class PullConfig(_Model):

@@ -200,6 +200,7 @@ class ModuleFetcher:
             clock=clock,
             on_evict=self._evicted,
             max_entries=config.cache.max_entries,
+            max_staging_bytes=config.cache.max_staging_bytes,
         )
         self.guard = AddressGuard(
             blocked=parse_networks(config.security.blocked_cidrs),
@@ -500,23 +501,33 @@ class ModuleFetcher:
                 self._remember(source, cached.checksum, resolved)
                 return cached
             ref = ref.with_digest(f"sha256:{resolved}")
+        staged = 0
+
+        def charge(size: int) -> None:
+            nonlocal staged
+            self.cache.staging.charge(size)
+            staged += size
+
         try:
-            pulled = self._registry.pull_to_dir(ref, self.cache.staging_dir)
-        except OSError as exc:  # network errors are RegistryErrors: this is the staging disk
-            raise cache_error(exc, f"storing {source.module_name}") from exc
-        try:
-            digest = normalize_checksum(pulled.manifest_digest)
-            top = normalize_checksum(pulled.index_digest) if pulled.index_digest else digest
-            pinned = source.pinned_digest
-            if pinned is not None and normalize_checksum(pinned) not in (digest, top):
-                raise ChecksumMismatch(
-                    f"{source.url}: registry returned manifest sha256:{digest}", code="checksum_mismatch"
+            try:
+                pulled = self._registry.pull_to_dir(ref, self.cache.staging_dir, on_write=charge)
+            except OSError as exc:  # network errors are RegistryErrors: this is the staging disk
+                raise cache_error(exc, f"storing {source.module_name}") from exc
+            try:
+                digest = normalize_checksum(pulled.manifest_digest)
+                top = normalize_checksum(pulled.index_digest) if pulled.index_digest else digest
+                pinned = source.pinned_digest
+                if pinned is not None and normalize_checksum(pinned) not in (digest, top):
+                    raise ChecksumMismatch(
+                        f"{source.url}: registry returned manifest sha256:{digest}", code="checksum_mismatch"
+                    )
+                entry = self.cache.install_file(
+                    source.module_name, digest, pulled.path, sha256=pulled.sha256, size=pulled.size
                 )
-            entry = self.cache.install_file(
-                source.module_name, digest, pulled.path, sha256=pulled.sha256, size=pulled.size
-            )
+            finally:
+                pulled.path.unlink(missing_ok=True)  # installed (renamed away) or refused
         finally:
-            pulled.path.unlink(missing_ok=True)  # installed (renamed away) or refused
+            self.cache.staging.release(staged)  # nothing of this pull is in staging any more
         self._remember(source, digest, pulled.index_digest)
         return entry
 

@@ -309,16 +309,24 @@ class RegistryClient:
         )
 
     def pull_to_dir(
-        self, ref: Reference, directory: Path, *, progress: ProgressCallback | None = None
+        self,
+        ref: Reference,
+        directory: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        on_write: Callable[[int], None] | None = None,
     ) -> PulledFile:
         """Pull the module ``ref`` names into a new file in ``directory``, streaming: every digest
         verified and the size capped while the bytes arrive, content must start with ``\\0asm``,
-        all within ``pull_timeout``. On failure nothing is left in ``directory``."""
+        all within ``pull_timeout``. On failure nothing is left in ``directory``.
+
+        ``on_write(n)`` is told of every ``n`` bytes about to be written into ``directory`` (the
+        layer and the module both) and may raise to stop the pull (a disk budget)."""
         with deadline_scope(self.pull_timeout, f"pulling {ref}"), _deadline_errors():
             manifest, index_digest = self._image_manifest(ref)
             with _registry_data():
                 wasm = find_wasm_layer(manifest.media_type, manifest.doc, where=str(ref))
-            path, sha256, size = self._module_file(ref, wasm, Path(directory), progress)
+            path, sha256, size = self._module_file(ref, wasm, Path(directory), progress, on_write)
         return PulledFile(
             path=path,
             sha256=sha256,
@@ -330,10 +338,15 @@ class RegistryClient:
         )
 
     def _module_file(
-        self, ref: Reference, wasm: WasmLayer, directory: Path, progress: ProgressCallback | None
+        self,
+        ref: Reference,
+        wasm: WasmLayer,
+        directory: Path,
+        progress: ProgressCallback | None,
+        on_write: Callable[[int], None] | None = None,
     ) -> tuple[Path, str, int]:
         where = f"{ref} layer {wasm.layer.digest}"
-        module = _TempFile(directory, ".pull-", ".wasm")
+        module = _TempFile(directory, ".pull-", ".wasm", on_write)
         try:
             if wasm.variant == "oci":
                 with module.open() as sink:
@@ -348,7 +361,7 @@ class RegistryClient:
                         f"(starts with {head!r}, not b'\\x00asm')"
                     )
                 return module.keep(), wasm.layer.digest.split(":", 1)[1], wasm.layer.size
-            layer = _TempFile(directory, ".layer-", ".tar.gz")
+            layer = _TempFile(directory, ".layer-", ".tar.gz", on_write)
             try:
                 with layer.open() as sink:
                     self.download_blob(
@@ -783,16 +796,23 @@ class _HashingWriter:
 
 
 class _TempFile:
-    """A new file in ``directory`` that is deleted unless :meth:`keep` was called."""
+    """A new file in ``directory`` that is deleted unless :meth:`keep` was called; ``on_write``
+    hears of every write before it happens."""
 
-    def __init__(self, directory: Path, prefix: str, suffix: str):
+    def __init__(
+        self, directory: Path, prefix: str, suffix: str, on_write: Callable[[int], None] | None = None
+    ):
         fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
         os.close(fd)
         self.path = Path(name)
         self._kept = False
+        self._on_write = on_write
 
     def open(self) -> IO[bytes]:
-        return self.path.open("wb")
+        handle = self.path.open("wb")
+        if self._on_write is None:
+            return handle
+        return typing.cast(IO[bytes], _MeteredFile(handle, self._on_write))
 
     def keep(self) -> Path:
         self._kept = True
@@ -802,6 +822,27 @@ class _TempFile:
         if not self._kept:
             with contextlib.suppress(FileNotFoundError):
                 self.path.unlink()
+
+
+class _MeteredFile:
+    """A file whose writes are announced to ``on_write`` first."""
+
+    def __init__(self, inner: IO[bytes], on_write: Callable[[int], None]):
+        self._inner = inner
+        self._on_write = on_write
+
+    def write(self, chunk: bytes) -> int:
+        self._on_write(len(chunk))
+        return self._inner.write(chunk)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> _MeteredFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._inner.close()
 
 
 @contextlib.contextmanager
