@@ -72,9 +72,9 @@ class PullConfig(_Model):
     http_backoff_seconds: float = Field(default=0.5, ge=0)
     # Concurrent pulls (each a worker thread streaming to disk, so memory does not grow with
     # them); cached modules are served regardless.
-    max_concurrent: int = Field(default=32, ge=1, le=256)
+    max_concurrent: int = Field(default=64, ge=1, le=256)
     # Pulls from one host at a time: a slow registry holds at most this many of the slots.
-    max_concurrent_per_host: int = Field(default=8, ge=1, le=256)
+    max_concurrent_per_host: int = Field(default=16, ge=1, le=256)
     # How long a request for a cached module waits for its revalidation (Always, ":latest")
     # before the cached copy is served; the revalidation goes on in the background.
     revalidate_wait_seconds: float = Field(default=2.0, ge=0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ class FetcherProcess:
     filled in); the same workdir and cache survive :meth:`restart` and :meth:`kill`.
     ``wrapper`` runs before the fetcher's own argv (e.g. ``unshare`` with a mount of
     its own for the cache); it must ``exec`` it, so :attr:`pid` is the fetcher's.
+    ``env`` replaces the environment (e.g. a PYTHONPATH naming another version).
     """
 
     def __init__(
@@ -32,8 +33,10 @@ class FetcherProcess:
         port: int | None = None,
         cache_dir: Path | None = None,
         wrapper: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ):
         self.wrapper = list(wrapper)
+        self.env = dict(env) if env is not None else None
         self.workdir = workdir
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -60,7 +63,7 @@ class FetcherProcess:
             "--config",
             str(self.config_path),
         ]
-        return ManagedProcess("wasmfetcher", argv, log_path=self.log_path)
+        return ManagedProcess("wasmfetcher", argv, log_path=self.log_path, env=self.env)
 
     @property
     def url(self) -> str:

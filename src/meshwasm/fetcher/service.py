@@ -98,7 +98,9 @@ class HostSlots:
 
     @contextlib.asynccontextmanager
     async def hold(self, host: str, *, wait: float) -> AsyncIterator[None]:
-        limiter = self._limiters.setdefault(host, anyio.CapacityLimiter(self.per_host))
+        limiter = self._limiters.get(host)
+        if limiter is None:
+            limiter = self._limiters[host] = anyio.CapacityLimiter(self.per_host)
         self._users[host] = self._users.get(host, 0) + 1
         try:
             await _acquire(limiter, wait, f"all {self.per_host} pull slots for {host}")

@@ -123,6 +123,9 @@ class RegistrySession:
         transport_factory: TransportFactory | None = None,
     ):
         self._loopback_http = plain_http_loopback
+        # A caller's transport (the fetcher's, which checks addresses) must see every connection:
+        # no proxies from the environment then. Without one (the CLI), HTTPS_PROXY is honoured.
+        self._trust_env = transport_factory is None
         self._transport_factory = transport_factory or _deadline_transport
         self.credentials = credentials or Credentials()
         self._insecure = {h.lower() for h in insecure}
@@ -176,7 +179,7 @@ class RegistrySession:
             headers={"User-Agent": _USER_AGENT},
             event_hooks={"request": [self._check_request]},
             transport=self._transport_factory(verify),
-            trust_env=False,
+            trust_env=self._trust_env,
         )
         self._clients[verify] = client
         return client
