@@ -176,6 +176,7 @@ class HostileRegistry:
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0):
         self.repos: dict[str, Repo] = {}
+        self.files: dict[str, tuple[bytes, float]] = {}  # plain http: path -> (body, drip)
         self.requests: list[tuple[str, str]] = []
         self.active = 0  # responses being written right now
         self.broken = 0  # responses the client hung up on
@@ -236,6 +237,10 @@ class HostileRegistry:
         path = handler.path
         with self._lock:
             self.requests.append((method, path))
+        if path in self.files:
+            body, drip = self.files[path]
+            self._answer(handler, 200, {"Content-Type": "application/wasm"}, body, method=method, drip=drip)
+            return
         if path in ("/v2/", "/v2"):
             self._answer(handler, 200, {"Content-Type": "application/json"}, b"{}", method=method)
             return
