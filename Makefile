@@ -24,7 +24,7 @@ GO_SOURCES   := $(wildcard $(PLUGIN_DIR)/*.go) $(PLUGIN_DIR)/go.mod $(PLUGIN_DIR
 ZIG_SOURCES  := $(wildcard $(ZIG_PLUGIN_DIR)/src/*.zig) $(ZIG_PLUGIN_DIR)/build.zig
 PYTEST_ARGS  ?=
 
-.PHONY: get get-oracle build test test-go test-py lint clean bench bench-fetcher bench-fetcher-hostile bench-gateway demo
+.PHONY: get get-oracle build test test-go test-py lint clean bench bench-fetcher bench-fetcher-hostile bench-gateway demo crds
 
 get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP) get-oracle
 
@@ -37,6 +37,10 @@ get-oracle: $(ISTIO_ORACLE)
 $(ISTIO_ORACLE): $(ORACLE_SOURCES)
 	@mkdir -p build
 	cd oracle/istio && go build -trimpath -o $(CURDIR)/$@.tmp . && mv $(CURDIR)/$@.tmp $(CURDIR)/$@
+
+# Istio's CRDs, vendored in src/meshwasm/manifests/crds from the module oracle/istio/go.mod pins.
+crds:
+	python3 scripts/refresh_istio_crds.py
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -1,7 +1,8 @@
 """Modules from plain http(s) URLs, streamed into the cache with a size cap and retries.
 
-Retries follow Istio's agent: 5xx except 501/505/511 and network errors are
-retried with exponential backoff; 4xx are not. Every request, redirects
+Retries follow Istio's agent (docs/architecture.md, "Istio agent and images"):
+5xx except 501/505/511 and network errors are retried with exponential
+backoff; 4xx are not. Every request, redirects
 included, may only go to an allowlisted host, and every connection passes the
 address guard on the address it is made to (resolved once, see
 :mod:`meshwasm.safehttp`). The whole fetch, retries and their back-off

@@ -11,6 +11,9 @@ Hosts whose last label is a number must be canonical dotted-decimal IPv4: ``0177
 ``0x7f.1`` or ``2130706433`` mean 127.0.0.1 to getaddrinfo and to URL parsers that follow
 WHATWG, but are not IP addresses to Go's ``net.ParseIP`` (Istio's agent would look them up as
 names). Parsers that disagree are how guards are bypassed, so they are refused as unparsable.
+
+Istio's agent checks only the bearer realms a registry names (not fetch URLs, redirects or
+resolved names); see docs/fetcher.md.
 """
 
 from __future__ import annotations
