@@ -23,7 +23,9 @@ from typing import Any, TypeVar
 import jsonschema
 from pydantic import ValidationError
 
+from meshwasm.manifests import names
 from meshwasm.manifests.base import Passthrough, Resource
+from meshwasm.manifests.field_errors import FieldError
 from meshwasm.manifests.kinds import CLUSTER_SCOPED_KINDS, group_of, model_for
 from meshwasm.manifests.problems import ManifestError, Problem, SourceRef
 from meshwasm.manifests.tsb import ANN_CONFIG_SCHEMA, ANN_CONFIG_SCHEMA_FILE, WasmExtension
@@ -33,6 +35,11 @@ KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
 # Kustomization fields meshwasm applies; others are reported, since the tree kustomize builds would differ.
 _KUSTOMIZATION_APPLIED = {"apiVersion", "kind", "metadata", "resources", "bases", "namespace"}
+
+# API groups of Istio's CRDs (manifests/crds): their resources are validated as the API server does.
+ISTIO_GROUPS = frozenset(
+    {"networking.istio.io", "extensions.istio.io", "security.istio.io", "telemetry.istio.io"}
+)
 
 R = TypeVar("R", bound=Resource)
 
@@ -258,6 +265,20 @@ class _TreeLoader:
         if missing:
             return None
         model = model_for(data["apiVersion"], data["kind"])
+        refusals = self.refusals(data, model)
+        if refusals:
+            subject = f"{data['kind']} {_name_of(data)}"
+            for refusal in refusals:
+                self.problems.append(
+                    Problem(
+                        refusal.detail,
+                        file=doc.file,
+                        line=doc.line_of(refusal.path),
+                        field=refusal.field or None,
+                        subject=subject,
+                    )
+                )
+            return None
         resource: Resource
         try:
             resource = (model or Passthrough).model_validate(data)
@@ -288,6 +309,18 @@ class _TreeLoader:
         if isinstance(resource, WasmExtension):
             self.config_schema(resource, doc)
         return resource
+
+    def refusals(self, data: dict[str, Any], model: type[Resource] | None) -> list[FieldError]:
+        """What a Kubernetes API server would refuse in this manifest: its metadata (names,
+        labels, annotations) and, for Istio's kinds, the CRD's schema and CEL rules."""
+        group, kind = group_of(data["apiVersion"]), data["kind"]
+        namespaced = model.NAMESPACED if model is not None else kind not in CLUSTER_SCOPED_KINDS
+        found = names.metadata_errors(group, kind, data.get("metadata"), namespaced=namespaced)
+        if group in ISTIO_GROUPS:
+            from meshwasm.manifests.crd_validation import validate_manifest  # loads CEL only when needed
+
+            found.extend(validate_manifest(data))
+        return found
 
     def config_schema(self, extension: WasmExtension, doc: YamlDocument) -> None:
         """Read and check the extension's config schema annotation (inline JSON or a file)."""

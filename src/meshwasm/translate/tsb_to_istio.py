@@ -24,6 +24,7 @@ import base64
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from meshwasm.manifests import core, istio, tsb
@@ -65,6 +66,7 @@ def tsb_to_istio(
     out.core = [r for r in resources if isinstance(r, CORE_KINDS)]
     for gateway in (r for r in resources if isinstance(r, tsb.Gateway)):
         ctx.gateway(gateway, out)
+    ctx.check_emitted()
     if ctx.problems:
         raise TranslationError(ctx.problems, hint="fix every problem listed; nothing was rendered")
     out.warnings.extend(ctx.warnings)
@@ -86,6 +88,8 @@ class _Context:
         self.groups: dict[tuple[str | None, str | None, str | None, str], tsb.GatewayGroup] = {}
         self.services: dict[str, core.Service] = {}
         self.tenants: set[tuple[str | None, str]] = set()
+        # Each emitted resource with the gateway and the part of it (attachment, server) it came from.
+        self.origins: list[tuple[Resource, tsb.Gateway, _Origin]] = []
         self.workspaces: set[tuple[str | None, str | None, str]] = set()
         for r in resources:
             if isinstance(r, tsb.WasmExtension):
@@ -175,22 +179,22 @@ class _Context:
                 selector=dict(gw.spec.workload_selector.labels),
                 servers=[_server(server) for server in gw.spec.http],
             )
-            out.gateways.append(
-                istio.Gateway(
-                    metadata=meta(gw.name, gateway_spec.model_dump(mode="json"), "Gateway"), spec=gateway_spec
-                )
+            istio_gateway = istio.Gateway(
+                metadata=meta(gw.name, gateway_spec.model_dump(mode="json"), "Gateway"), spec=gateway_spec
             )
+            out.gateways.append(istio_gateway)
+            self.origins.append((istio_gateway, gw, _Origin()))
             for index, server in enumerate(gw.spec.http):
                 vs_spec = self.virtual_service_spec(gw, index, server, f"{namespace}/{gw.name}")
                 if vs_spec is not None:
-                    out.virtual_services.append(
-                        istio.VirtualService(
-                            metadata=meta(
-                                f"{gw.name}-{server.name}", vs_spec.model_dump(mode="json"), "VirtualService"
-                            ),
-                            spec=vs_spec,
-                        )
+                    virtual_service = istio.VirtualService(
+                        metadata=meta(
+                            f"{gw.name}-{server.name}", vs_spec.model_dump(mode="json"), "VirtualService"
+                        ),
+                        spec=vs_spec,
                     )
+                    out.virtual_services.append(virtual_service)
+                    self.origins.append((virtual_service, gw, _Origin(server=index)))
         for index, (path, attachment) in enumerate(gw.attachments()):
             plugin_spec = self.wasm_plugin_spec(gw, path, attachment)
             if plugin_spec is None:
@@ -200,7 +204,34 @@ class _Context:
             plugin_spec.plugin_name = name
             metadata = meta(name, plugin_spec.model_dump(mode="json"), "WasmPlugin")
             metadata.annotations[ANN_EXTENSION] = extension.fqn
-            out.wasm_plugins.append(istio.WasmPlugin(metadata=metadata, spec=plugin_spec))
+            plugin = istio.WasmPlugin(metadata=metadata, spec=plugin_spec)
+            out.wasm_plugins.append(plugin)
+            self.origins.append((plugin, gw, _Origin(attachment=path, extension=extension)))
+
+    def check_emitted(self) -> None:
+        """Refuse what a Kubernetes API server would refuse in the emitted resources (names and
+        labels; Istio's CRD schemas and CEL rules), pointing at the TSB field each came from."""
+        from meshwasm.manifests import names
+        from meshwasm.manifests.crd_validation import validate_manifest
+
+        for resource, gw, origin in self.origins:
+            manifest = resource.to_manifest()
+            refusals = names.metadata_errors(resource.group, resource.kind, manifest["metadata"])
+            refusals.extend(validate_manifest(manifest))
+            for refusal in refusals:
+                source, path = origin.source_of(refusal.path, gw)
+                where = source.where(path)
+                subject = f"{resource.ref} (rendered from {gw.ref}"
+                subject += f", attachment {origin.attachment})" if origin.attachment else ")"
+                self.problems.append(
+                    Problem(
+                        f"{refusal.detail} (the API server would refuse it)",
+                        file=where.file if where else None,
+                        line=where.line if where else None,
+                        field=refusal.field or None,
+                        subject=subject,
+                    )
+                )
 
     def claim(self, gw: tsb.Gateway, kind: str, namespace: str, name: str) -> None:
         """Two gateways must not produce the same Istio resource (one would silently replace the other)."""
@@ -373,6 +404,58 @@ class _Context:
             vm_config=vm_config,
             match=list(spec.match) or None,
         )
+
+
+# Where the fields of an emitted WasmPlugin's spec come from in its WasmExtension.
+_EXTENSION_FIELDS = {
+    "url": "url",
+    "imagePullPolicy": "imagePullPolicy",
+    "imagePullSecret": "imagePullSecret",
+    "phase": "phase",
+    "priority": "priority",
+    "failStrategy": "failStrategy",
+    "vmConfig": "vmConfig",
+    "match": "match",
+}
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """The part of a TSB Gateway an emitted resource came from: an attachment (WasmPlugin), an
+    ``http`` server (VirtualService), or the gateway itself (Istio Gateway)."""
+
+    attachment: str | None = None
+    extension: tsb.WasmExtension | None = None
+    server: int | None = None
+
+    def source_of(
+        self, path: tuple[str | int, ...], gw: tsb.Gateway
+    ) -> tuple[Resource, tuple[str | int, ...]]:
+        """The TSB resource and field that an emitted field (``path``) was made from."""
+        head = path[:2]
+        if head == ("metadata", "name"):
+            return gw, ("metadata", "name")
+        if head == ("metadata", "namespace"):
+            return gw, ("spec", "workloadSelector", "namespace")
+        if head in (("spec", "selector"),):
+            return gw, ("spec", "workloadSelector", "labels", *path[3:4])
+        if self.attachment is not None:
+            loc = _loc(self.attachment)
+            if head == ("spec", "pluginConfig"):
+                return gw, (*loc, "config", *path[2:])
+            if self.extension is not None and len(path) > 1 and path[1] in _EXTENSION_FIELDS:
+                field = _EXTENSION_FIELDS[str(path[1])]
+                if field == "url" and self.extension.spec.url is None:
+                    field = "image"
+                return self.extension, ("spec", field, *path[2:])
+            return gw, loc
+        if self.server is not None:
+            if head == ("spec", "hosts"):
+                return gw, ("spec", "http", self.server, "hostname")
+            return gw, ("spec", "http", self.server)
+        if head == ("spec", "servers") and len(path) > 2:
+            return gw, ("spec", "http", path[2])
+        return gw, ()
 
 
 def _server(server: tsb.HttpServer) -> istio.Server:
