@@ -21,7 +21,6 @@ Rules on update (``oldSelf``) never apply: meshwasm renders new objects.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -213,9 +212,6 @@ def _fields_read(rule: str) -> frozenset[str] | None:
     return frozenset(fields)
 
 
-_canonical = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
-
-
 @dataclass
 class CompiledRule:
     """One ``x-kubernetes-validations`` entry, compiled for the type of ``self`` at its node.
@@ -241,7 +237,7 @@ class CompiledRule:
         subject = value
         if self.fields is not None and isinstance(value, dict):
             subject = {name: value[name] for name in self.fields if name in value}
-        key = _cache_key(subject)
+        key = value_key(subject)
         cache = self._cache if self._cache is not None else self._new_cache()
         if key is not None and key in cache:
             return cache[key]
@@ -277,17 +273,38 @@ def _error_text(raw: Any) -> str:
     return f"no such key: {found.group(1)}" if found else text
 
 
-def _cache_key(value: Any) -> Any:
+def value_key(value: Any, *, budget: int = 256) -> Any:
     """A hashable key equal for equal JSON values (None when the value is too big to be worth it)."""
-    if isinstance(value, str):
-        return ("s", value) if len(value) <= 4096 else None
-    if isinstance(value, bool | int | float) or value is None:
-        return (type(value).__name__, value)
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= 4096 else None
+    if kind is dict and len(value) <= 64 and all(type(v) is str for v in value.values()):
+        return ("m", frozenset(value.items()))  # a map of strings (labels): the common case
     try:
-        text = _canonical(value)
-    except (TypeError, ValueError):
+        return _freeze(value, [budget])
+    except _TooBig:
         return None
-    return ("j", text) if len(text) <= 4096 else None
+
+
+class _TooBig(Exception):
+    pass
+
+
+def _freeze(value: Any, budget: list[int]) -> Any:
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _TooBig
+    kind = type(value)
+    if kind is str:
+        if len(value) > 4096:
+            raise _TooBig
+        return value
+    if kind is dict:
+        return ("d", tuple(sorted((k, _freeze(v, budget)) for k, v in value.items())))
+    if kind is list:
+        return ("l", tuple(_freeze(v, budget) for v in value))
+    # Numbers and booleans keep their type (True == 1 in Python, not in CEL).
+    return (kind.__name__, value)
 
 
 def compile_rule(entry: Mapping[str, Any], self_type: CelType) -> CompiledRule:

@@ -24,7 +24,7 @@ from typing import Any
 from cel_expr_python import cel as _cel
 
 from meshwasm.manifests import istio_crds
-from meshwasm.manifests.cel import CompiledRule, RuleCompileError, compile_rule
+from meshwasm.manifests.cel import CompiledRule, RuleCompileError, compile_rule, value_key
 from meshwasm.manifests.field_errors import FieldError, FieldPath, k8s_path
 
 
@@ -38,6 +38,12 @@ def _quote(value: Any) -> str:
         return repr(value)
     return json.dumps(value, sort_keys=True, ensure_ascii=False)
 
+
+# Remembered valid values: how big a value may be to be keyed, how many per node, and after how many
+# tries a node whose values rarely repeat stops remembering.
+_MEMO_BUDGET = 48
+_MEMO_MAX = 4096
+_MEMO_TRIAL = 64
 
 # The JSON type of a value parsed from YAML or JSON (anything else is checked as a string).
 _TYPE_OF: dict[type, str] = {
@@ -124,12 +130,41 @@ class _Node:
         self.string_checks = self.max_length is not None or self.min_length is not None or bool(self.pattern)
         self.number_checks = self.maximum is not None or self.minimum is not None
         self.shapes = bool(self.one_of or self.any_of or self.all_of or self.not_ is not None)
+        # Remembering valid values pays only where checking costs something: constraints below.
+        self.memo: set[Any] | None = set() if self._costly() else None
+        self.memo_tries = 0
+        self.memo_hits = 0
         self.open = self.preserve_unknown or (
             self.type == "object" and not self.properties and self.additional is None
         )
 
     def check(self, value: Any, path: FieldPath, errors: _Errors) -> bool:
-        """Check ``value``; False when it has a structural error at this node (its rules are skipped)."""
+        """Check ``value``; False when it has a structural error at this node (its rules are skipped).
+
+        A node's verdict depends on its value alone, and trees repeat values (a gateway's selector
+        in each of its plugins), so an object or list found valid is remembered by value. A node
+        whose values rarely repeat stops remembering (the key would cost more than it saves).
+        """
+        if self.memo is None or type(value) not in (dict, list):
+            return self._check(value, path, errors)
+        key = value_key(value, budget=_MEMO_BUDGET)
+        if key is None:
+            return self._check(value, path, errors)
+        self.memo_tries += 1
+        if key in self.memo:
+            self.memo_hits += 1
+            return True
+        before = len(errors.found)
+        ok = self._check(value, path, errors)
+        if ok and len(errors.found) == before:
+            if len(self.memo) >= _MEMO_MAX:
+                self.memo.clear()
+            self.memo.add(key)
+        if self.memo_tries >= _MEMO_TRIAL and self.memo_hits * 2 < self.memo_tries:
+            self.memo = None
+        return ok
+
+    def _check(self, value: Any, path: FieldPath, errors: _Errors) -> bool:
         found = _TYPE_OF.get(type(value), "string")
         if found == "null":
             if self.nullable:
@@ -179,6 +214,10 @@ class _Node:
                 if detail is not None:
                     _rule_error(rule, value, path, detail, errors)
         return ok
+
+    def _costly(self) -> bool:
+        children = [*self.properties.values(), *(n for n in (self.additional, self.items) if n is not None)]
+        return bool(self.rules) or any(child.memo is not None or child.rules for child in children)
 
     def _check_string(self, value: str, path: FieldPath, errors: _Errors) -> bool:
         ok = True

@@ -13,6 +13,7 @@ each naming the file, the line and the field.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from pydantic import ValidationError
 
 from meshwasm.manifests import names
 from meshwasm.manifests.base import Passthrough, Resource
+from meshwasm.manifests.bulk import fewer_collections
 from meshwasm.manifests.field_errors import FieldError
 from meshwasm.manifests.kinds import CLUSTER_SCOPED_KINDS, group_of, model_for
 from meshwasm.manifests.problems import ManifestError, Problem, SourceRef
@@ -67,6 +69,11 @@ def load(path: Path) -> LoadedTree:
     in ``warnings``). Raises :class:`ManifestError` listing every problem,
     each with its file, line and field.
     """
+    with fewer_collections():
+        return _load(Path(path))
+
+
+def _load(path: Path) -> LoadedTree:
     loader = _TreeLoader()
     documents = list(loader.path(Path(path), via=None, stack=()))
     tree = LoadedTree(root=Path(path), files=loader.files, warnings=loader.warnings)
@@ -350,13 +357,24 @@ class _TreeLoader:
             if not isinstance(schema, dict):
                 self.problems.append(problem("config schema must be a JSON object"))
                 continue
-            try:
-                jsonschema.validators.validator_for(schema).check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                self.problems.append(problem(f"config schema is not a valid JSON Schema: {exc.message}"))
+            refusal = _schema_refusal(json.dumps(schema, sort_keys=True))
+            if refusal is not None:
+                self.problems.append(problem(f"config schema is not a valid JSON Schema: {refusal}"))
                 continue
             if key == ANN_CONFIG_SCHEMA_FILE:
                 extension.set_schema_from_file(schema)
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_refusal(schema_json: str) -> str | None:
+    """Why a config schema is not a valid JSON Schema (checked against its metaschema once per
+    distinct schema: extensions of a large tree share theirs), or None."""
+    schema = json.loads(schema_json)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return str(exc.message)
+    return None
 
 
 def _set_namespace(doc: YamlDocument, namespace: str) -> None:

@@ -8,9 +8,10 @@ messages are those of k8s.io/apimachinery (``pkg/util/validation``,
 
 from __future__ import annotations
 
+import functools
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 from meshwasm.manifests.field_errors import FieldError
@@ -60,10 +61,11 @@ def _too_long(limit: int) -> str:
 
 
 def _size(value: str) -> int:
-    return len(value.encode("utf-8", "surrogatepass"))
+    return len(value) if value.isascii() else len(value.encode("utf-8", "surrogatepass"))
 
 
-def dns1123_label(value: str) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def dns1123_label(value: str) -> tuple[str, ...]:
     """Why ``value`` is not an RFC 1123 label (namespaces); empty when it is one."""
     errors = []
     if _size(value) > 63:
@@ -73,39 +75,42 @@ def dns1123_label(value: str) -> list[str]:
             errors.append("must not contain dots")
         else:
             errors.append(_regex_error(_LABEL_MSG, _LABEL_FMT, "my-name", "123-abc"))
-    return errors
+    return tuple(errors)
 
 
-def dns1123_subdomain(value: str) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def dns1123_subdomain(value: str) -> tuple[str, ...]:
     """Why ``value`` is not an RFC 1123 subdomain (most object names); empty when it is one."""
     errors = []
     if _size(value) > 253:
         errors.append(_too_long(253))
     if not _SUBDOMAIN.fullmatch(value):
         errors.append(_regex_error(_SUBDOMAIN_MSG, _SUBDOMAIN_FMT, "example.com"))
-    return errors
+    return tuple(errors)
 
 
-def dns1035_label(value: str) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def dns1035_label(value: str) -> tuple[str, ...]:
     """Why ``value`` is not an RFC 1035 label (Service names); empty when it is one."""
     errors = []
     if _size(value) > 63:
         errors.append(_too_long(63))
     if not _DNS1035.fullmatch(value):
         errors.append(_regex_error(_DNS1035_MSG, _DNS1035_FMT, "my-name", "abc-123"))
-    return errors
+    return tuple(errors)
 
 
-def label_key(value: str) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def label_key(value: str) -> tuple[str, ...]:
     """Why ``value`` is not a label key (``[prefix/]name``, a qualified name); empty when it is one."""
     errors: list[str] = []
     parts = value.split("/")
     if len(parts) > 2:
-        return [
+        return (
             "a valid label key "
             + _regex_error(_KEY_MSG, _KEY_FMT, "MyName", "my.name", "123-abc")
-            + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"
-        ]
+            + " with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')",
+        )
     name = parts[-1]
     if len(parts) == 2:
         prefix = parts[0]
@@ -119,17 +124,18 @@ def label_key(value: str) -> list[str]:
         errors.append(f"name part {_too_long(63)}")
     if not _KEY.fullmatch(name):
         errors.append("name part " + _regex_error(_KEY_MSG, _KEY_FMT, "MyName", "my.name", "123-abc"))
-    return errors
+    return tuple(errors)
 
 
-def label_value(value: str) -> list[str]:
+@functools.lru_cache(maxsize=8192)
+def label_value(value: str) -> tuple[str, ...]:
     """Why ``value`` is not a label value; empty when it is one."""
     errors = []
     if _size(value) > 63:
         errors.append(_too_long(63))
     if not _VALUE.fullmatch(value):
         errors.append(_regex_error(_VALUE_MSG, _VALUE_FMT, "MyValue", "my_value", "12345"))
-    return errors
+    return tuple(errors)
 
 
 def _quoted(value: str) -> str:
@@ -144,17 +150,42 @@ NAME_RULES = {
 }
 
 
-def labels_errors(labels: Any, path: tuple[str | int, ...]) -> Iterator[FieldError]:
+def labels_errors(labels: Any, path: tuple[str | int, ...]) -> list[FieldError]:
     """Label keys and values (``metadata.labels``, a selector's labels) as the API server checks them."""
+    found: list[FieldError] = []
     if not isinstance(labels, Mapping):
-        return
+        return found
     where = ".".join(str(p) for p in path)
     for key, value in labels.items():
-        for message in label_key(str(key)):
-            yield FieldError((*path, key), where, f"Invalid value: {_quoted(str(key))}: {message}")
-        if isinstance(value, str):
-            for message in label_value(value):
-                yield FieldError((*path, key), where, f"Invalid value: {_quoted(value)}: {message}")
+        key_errors = label_key(str(key))
+        value_errors = label_value(value) if isinstance(value, str) else ()
+        if key_errors or value_errors:
+            found.extend(
+                FieldError((*path, key), where, f"Invalid value: {_quoted(str(key))}: {m}")
+                for m in key_errors
+            )
+            found.extend(
+                FieldError((*path, key), where, f"Invalid value: {_quoted(str(value))}: {m}")
+                for m in value_errors
+            )
+    return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _annotation_key_errors(keys: tuple[str, ...]) -> tuple[FieldError, ...]:
+    """Annotation keys are qualified names, case aside (as the API server checks them)."""
+    return tuple(
+        FieldError(
+            ("metadata", "annotations", key), "metadata.annotations", f"Invalid value: {_quoted(key)}: {m}"
+        )
+        for key in keys
+        for m in label_key(key.lower())
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _metadata_labels_errors(labels: frozenset[tuple[str, str]]) -> tuple[FieldError, ...]:
+    return tuple(labels_errors(dict(sorted(labels)), ("metadata", "labels")))
 
 
 def metadata_errors(group: str, kind: str, metadata: Any, *, namespaced: bool = True) -> list[FieldError]:
@@ -165,10 +196,10 @@ def metadata_errors(group: str, kind: str, metadata: Any, *, namespaced: bool = 
     found: list[FieldError] = []
     name = metadata.get("name")
     if isinstance(name, str) and name:
-        check = NAME_RULES.get((group, kind), dns1123_subdomain)
+        name_errors = NAME_RULES.get((group, kind), dns1123_subdomain)(name)
         found.extend(
             FieldError(("metadata", "name"), "metadata.name", f"Invalid value: {_quoted(name)}: {m}")
-            for m in check(name)
+            for m in name_errors
         )
     namespace = metadata.get("namespace")
     if namespaced and isinstance(namespace, str) and namespace:
@@ -178,20 +209,21 @@ def metadata_errors(group: str, kind: str, metadata: Any, *, namespaced: bool = 
             )
             for m in dns1123_label(namespace)
         )
-    found.extend(labels_errors(metadata.get("labels"), ("metadata", "labels")))
+    labels = metadata.get("labels")
+    if labels:
+        # Every resource rendered for a workspace carries the same labels: check each set once.
+        if isinstance(labels, dict) and all(type(v) is str and type(k) is str for k, v in labels.items()):
+            found.extend(_metadata_labels_errors(frozenset(labels.items())))
+        else:
+            found.extend(labels_errors(labels, ("metadata", "labels")))
     annotations = metadata.get("annotations")
     if isinstance(annotations, Mapping):
-        for key in annotations:
-            found.extend(
-                FieldError(
-                    ("metadata", "annotations", key),
-                    "metadata.annotations",
-                    f"Invalid value: {_quoted(str(key))}: {m}",
-                )
-                for m in label_key(str(key).lower())
-            )
-        total = sum(_size(str(k)) + _size(str(v)) for k, v in annotations.items())
-        if total > ANNOTATIONS_MAX_BYTES:
+        found.extend(_annotation_key_errors(tuple(str(k) for k in annotations)))
+        total = sum(len(str(k)) + len(str(v)) for k, v in annotations.items())
+        # Characters first (cheap); bytes only when the total could be over (UTF-8: at most 4 per char).
+        if total > ANNOTATIONS_MAX_BYTES // 4 and (
+            sum(_size(str(k)) + _size(str(v)) for k, v in annotations.items()) > ANNOTATIONS_MAX_BYTES
+        ):
             found.append(
                 FieldError(
                     ("metadata", "annotations"),

@@ -9,6 +9,8 @@ them, except timestamps, which stay strings (Kubernetes treats them so).
 from __future__ import annotations
 
 import datetime
+import json
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +30,7 @@ class YamlDocument:
     data: Any
     file: str
     line: int
-    lines: dict[FieldPath, int] = field(default_factory=dict)
+    lines: Mapping[FieldPath, int] = field(default_factory=dict)
 
     def line_of(self, path: FieldPath) -> int:
         """The line of ``path``, or of its nearest ancestor that exists in the document."""
@@ -55,8 +57,72 @@ def format_path(path: FieldPath) -> str:
     return out
 
 
+class _LazyLines(Mapping[FieldPath, int]):
+    """The line of each field of a JSON document, found only if a message needs one (by reading
+    the text again as YAML, which JSON is): a large tree of valid JSON never pays for it."""
+
+    def __init__(self, text: str, file: str):
+        self._text = text
+        self._file = file
+        self._lines: dict[FieldPath, int] | None = None
+
+    def _load(self) -> dict[FieldPath, int]:
+        if self._lines is None:
+            documents, _ = _parse_yaml(self._text, self._file)
+            self._lines = dict(documents[0].lines) if documents else {}
+        return self._lines
+
+    def __getitem__(self, key: FieldPath) -> int:
+        return self._load()[key]
+
+    def __iter__(self) -> Iterator[FieldPath]:
+        return iter(self._load())
+
+    def __len__(self) -> int:
+        return len(self._load())
+
+    def __bool__(self) -> bool:
+        return True
+
+
+class _NotPlainJson(ValueError):
+    pass
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _NotPlainJson("duplicate key")  # the YAML path reports it with its line
+    return out
+
+
+def _constant(name: str) -> Any:
+    raise _NotPlainJson(name)  # NaN and Infinity are not JSON; YAML reads them as strings
+
+
+def _parse_json(text: str, file: str) -> YamlDocument | None:
+    """A file that is one JSON object, parsed as JSON (many times faster than YAML); None when it
+    is not plain JSON (the YAML path then reads it, and reports any problem with its line)."""
+    try:
+        data = json.loads(text, object_pairs_hook=_pairs, parse_constant=_constant)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    line = text[: len(text) - len(text.lstrip())].count("\n") + 1
+    return YamlDocument(data=data, file=file, line=line, lines=_LazyLines(text, file))
+
+
 def parse_documents(text: str, file: str) -> tuple[list[YamlDocument], list[Problem]]:
     """Every non-empty document in ``text``; problems (syntax, duplicate keys) name file and line."""
+    if text.lstrip().startswith("{"):
+        document = _parse_json(text, file)
+        if document is not None:
+            return [document], []
+    return _parse_yaml(text, file)
+
+
+def _parse_yaml(text: str, file: str) -> tuple[list[YamlDocument], list[Problem]]:
     documents: list[YamlDocument] = []
     problems: list[Problem] = []
     loader = _Loader(text)

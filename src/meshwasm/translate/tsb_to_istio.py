@@ -21,6 +21,7 @@ destination without a port) is collected and raised as one
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
@@ -29,9 +30,10 @@ from typing import Any
 
 from meshwasm.manifests import core, istio, tsb
 from meshwasm.manifests.base import ObjectMeta, Resource
+from meshwasm.manifests.bulk import fewer_collections
 from meshwasm.manifests.loader import LoadedTree
 from meshwasm.manifests.problems import Problem
-from meshwasm.translate.config_schema import ConfigSchema
+from meshwasm.translate.config_schema import ConfigSchema, compiled_schema
 from meshwasm.translate.errors import TranslationError
 from meshwasm.translate.istio_resources import CORE_KINDS, IstioResources
 from meshwasm.translate.merge import merge_config
@@ -39,8 +41,10 @@ from meshwasm.translate.merge import merge_config
 DEFAULT_FETCHER_BASE = "http://wasmfetcher.istio-system.svc.cluster.local"
 # meshwasm's annotation on a WasmPlugin: the fqn of the WasmExtension it came from.
 ANN_EXTENSION = "meshwasm.io/extension"
+ANN_CONTENT_HASH = "xcp.tetrate.io/contentHash"
 
 
+@functools.lru_cache(maxsize=1024)
 def fetcher_url(module_url: str, fetcher_base: str | None) -> str:
     """The URL a WasmPlugin gets: the wasmfetcher's ``/fetch/<base64(url)>`` for an ``oci://``
     module (standard base64 with padding, as the seed shows), the URL itself otherwise or when
@@ -60,7 +64,11 @@ def tsb_to_istio(
     (Namespace, ServiceAccount, Service, Deployment, unknown kinds) pass
     through in ``core``. Raises :class:`TranslationError` listing every problem.
     """
-    resources = list(tree.resources if isinstance(tree, LoadedTree) else tree)
+    with fewer_collections():
+        return _translate(list(tree.resources if isinstance(tree, LoadedTree) else tree), fetcher_base)
+
+
+def _translate(resources: list[Resource], fetcher_base: str | None) -> IstioResources:
     ctx = _Context(resources, fetcher_base)
     out = IstioResources.from_resources(r for r in resources if not isinstance(r, CORE_KINDS))
     out.core = [r for r in resources if isinstance(r, CORE_KINDS)]
@@ -73,8 +81,14 @@ def tsb_to_istio(
     return out
 
 
-def _hash(data: Any, length: int) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
+_encode = json.JSONEncoder(sort_keys=True).encode
+# For manifests meshwasm wrote itself, whose key order is fixed by the models: no sorting needed.
+_encode_ordered = json.JSONEncoder().encode
+
+
+def _hash(data: Any, length: int, *, ordered: bool = False) -> str:
+    text = _encode_ordered(data) if ordered else _encode(data)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 class _Context:
@@ -89,7 +103,7 @@ class _Context:
         self.services: dict[str, core.Service] = {}
         self.tenants: set[tuple[str | None, str]] = set()
         # Each emitted resource with the gateway and the part of it (attachment, server) it came from.
-        self.origins: list[tuple[Resource, tsb.Gateway, _Origin]] = []
+        self.origins: list[tuple[Resource, dict[str, Any], tsb.Gateway, _Origin]] = []
         self.workspaces: set[tuple[str | None, str | None, str]] = set()
         for r in resources:
             if isinstance(r, tsb.WasmExtension):
@@ -112,7 +126,7 @@ class _Context:
         key = extension.fqn
         if key not in self.schemas:
             raw = extension.config_schema
-            self.schemas[key] = ConfigSchema(raw) if raw is not None else None
+            self.schemas[key] = compiled_schema(raw) if raw is not None else None
         return self.schemas[key]
 
     def problem(
@@ -167,9 +181,10 @@ class _Context:
             "tsb.tetrate.io/fqn": gw.fqn,
         }
 
-        def meta(name: str, spec: Any, kind: str) -> ObjectMeta:
+        def meta(name: str, kind: str) -> ObjectMeta:
             self.claim(gw, kind, namespace, name)
-            annotations = {**base_annotations, "xcp.tetrate.io/contentHash": _hash(spec, 32)}
+            # The content hash is filled in by emit(), once the resource is whole; its place is kept.
+            annotations = {**base_annotations, ANN_CONTENT_HASH: ""}
             return ObjectMeta(name=name, namespace=namespace, labels=dict(labels), annotations=annotations)
 
         # Clashing servers are reported, and the rest is still checked so every problem shows at once.
@@ -179,22 +194,17 @@ class _Context:
                 selector=dict(gw.spec.workload_selector.labels),
                 servers=[_server(server) for server in gw.spec.http],
             )
-            istio_gateway = istio.Gateway(
-                metadata=meta(gw.name, gateway_spec.model_dump(mode="json"), "Gateway"), spec=gateway_spec
-            )
+            istio_gateway = istio.Gateway(metadata=meta(gw.name, "Gateway"), spec=gateway_spec)
             out.gateways.append(istio_gateway)
-            self.origins.append((istio_gateway, gw, _Origin()))
+            self.emit(istio_gateway, gw, _Origin())
             for index, server in enumerate(gw.spec.http):
                 vs_spec = self.virtual_service_spec(gw, index, server, f"{namespace}/{gw.name}")
                 if vs_spec is not None:
                     virtual_service = istio.VirtualService(
-                        metadata=meta(
-                            f"{gw.name}-{server.name}", vs_spec.model_dump(mode="json"), "VirtualService"
-                        ),
-                        spec=vs_spec,
+                        metadata=meta(f"{gw.name}-{server.name}", "VirtualService"), spec=vs_spec
                     )
                     out.virtual_services.append(virtual_service)
-                    self.origins.append((virtual_service, gw, _Origin(server=index)))
+                    self.emit(virtual_service, gw, _Origin(server=index))
         for index, (path, attachment) in enumerate(gw.attachments()):
             plugin_spec = self.wasm_plugin_spec(gw, path, attachment)
             if plugin_spec is None:
@@ -202,11 +212,20 @@ class _Context:
             extension = self.extensions[attachment.fqn]
             name = f"{gw.name}-{extension.name}{index}"
             plugin_spec.plugin_name = name
-            metadata = meta(name, plugin_spec.model_dump(mode="json"), "WasmPlugin")
+            metadata = meta(name, "WasmPlugin")
             metadata.annotations[ANN_EXTENSION] = extension.fqn
             plugin = istio.WasmPlugin(metadata=metadata, spec=plugin_spec)
             out.wasm_plugins.append(plugin)
-            self.origins.append((plugin, gw, _Origin(attachment=path, extension=extension)))
+            self.emit(plugin, gw, _Origin(attachment=path, extension=extension))
+
+    def emit(self, resource: Resource, gw: tsb.Gateway, origin: _Origin) -> None:
+        """Seal an emitted resource: its content hash (of the spec as written out), and the manifest
+        that check_emitted validates."""
+        manifest = resource.to_manifest()
+        content_hash = _hash(manifest.get("spec", {}), 32, ordered=True)
+        resource.metadata.annotations[ANN_CONTENT_HASH] = content_hash
+        manifest["metadata"]["annotations"][ANN_CONTENT_HASH] = content_hash
+        self.origins.append((resource, manifest, gw, origin))
 
     def check_emitted(self) -> None:
         """Refuse what a Kubernetes API server would refuse in the emitted resources (names and
@@ -214,8 +233,7 @@ class _Context:
         from meshwasm.manifests import names
         from meshwasm.manifests.crd_validation import validate_manifest
 
-        for resource, gw, origin in self.origins:
-            manifest = resource.to_manifest()
+        for resource, manifest, gw, origin in self.origins:
             refusals = names.metadata_errors(resource.group, resource.kind, manifest["metadata"])
             refusals.extend(validate_manifest(manifest))
             for refusal in refusals:
@@ -474,6 +492,7 @@ def _server(server: tsb.HttpServer) -> istio.Server:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _loc(dotted: str) -> tuple[str | int, ...]:
     """``spec.wasmPlugins[0]`` -> ``("spec", "wasmPlugins", 0)``."""
     out: list[str | int] = []
