@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -42,7 +43,7 @@ def write_tree(directory: Path, gateways: int, attachments: int) -> None:
                 "kind": "WasmExtension",
                 "metadata": {
                     "name": f"ext{e}",
-                    "annotations": {**org, "meshwasm.io/config-schema-file": str(SCHEMA)},
+                    "annotations": {**org, "meshwasm.io/config-schema-file": SCHEMA.name},
                 },
                 "spec": {
                     "url": f"oci://127.0.0.1:5000/bench/ext{e}:v1",
@@ -59,6 +60,7 @@ def write_tree(directory: Path, gateways: int, attachments: int) -> None:
             "spec": {"ports": [{"port": 8000}]},
         }
     )
+    shutil.copy(SCHEMA, directory / SCHEMA.name)  # a tree reads only files inside itself
     (directory / "base.yaml").write_text("\n---\n".join(json.dumps(d) for d in docs))
     files = ["base.yaml"]
     for g in range(gateways):

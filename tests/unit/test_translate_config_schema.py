@@ -130,3 +130,9 @@ def test_the_fast_check_agrees_with_jsonschema(schema, contract):
         checked += 1
         valid += fast
     assert 0 < valid < checked  # both verdicts were exercised
+
+
+def test_the_trees_copy_of_the_schema_is_the_plugins(repo_root):
+    """tsb/ carries the plugin's schema (a tree reads only files inside itself): the same bytes."""
+    plugin = (repo_root / "plugins/add-header/config.schema.json").read_bytes()
+    assert (repo_root / "tsb/add-header.config.schema.json").read_bytes() == plugin
