@@ -242,9 +242,22 @@ def _measure(root: yaml.Node, budget: _Budget) -> None:
                 stack.append((child, False))
 
 
+_MERGE = "tag:yaml.org,2002:merge"
+
+
 def _children(node: yaml.Node) -> list[yaml.Node]:
+    """What a node's value is made of. A merge key (``<<: [*a, *b]``) brings in each merged
+    mapping's entries once, however often it is named (PyYAML merges without repeating them)."""
     if isinstance(node, yaml.MappingNode):
-        return [n for pair in node.value for n in pair]
+        out: list[yaml.Node] = []
+        merged: dict[int, yaml.Node] = {}
+        for key, value in node.value:
+            if key.tag == _MERGE:
+                for mapping in value.value if isinstance(value, yaml.SequenceNode) else [value]:
+                    merged[id(mapping)] = mapping
+            else:
+                out += (key, value)
+        return out + list(merged.values())
     if isinstance(node, yaml.SequenceNode):
         return list(node.value)
     return []
@@ -298,8 +311,7 @@ class _Converter:
             self.active.discard(id(node))
 
     def _mapping(self, node: yaml.MappingNode, path: FieldPath, depth: int) -> dict[Any, Any]:
-        _check_merges(node, self.budget)
-        self.loader.flatten_mapping(node)  # YAML merge keys (<<), sized by _check_merges first
+        self.loader.flatten_mapping(node)  # YAML merge keys (<<): sized, and checked for loops, by _measure
         out: dict[Any, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
@@ -326,34 +338,3 @@ class _Converter:
             self.lines[child] = line
             out[key] = self.convert(value_node, child, depth + 1)
         return out
-
-
-def _check_merges(node: yaml.MappingNode, budget: _Budget) -> None:
-    """Refuse merge keys (``<<: *a``) that would flatten into more entries than the budget, or
-    merge a mapping into itself, before PyYAML's flatten_mapping builds them."""
-    sizes: dict[int, int] = {}
-
-    def size(mapping: yaml.Node, active: frozenset[int]) -> int:
-        if not isinstance(mapping, yaml.MappingNode):
-            return 0
-        if id(mapping) in active:
-            raise YamlBoundError("recursive YAML merge: a mapping merges itself", mapping.start_mark.line + 1)
-        if id(mapping) in sizes:
-            return sizes[id(mapping)]
-        total = 0
-        for key_node, value_node in mapping.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                merged = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                total += sum(size(m, active | {id(mapping)}) for m in merged)
-            else:
-                total += 1
-            if total > budget.nodes:
-                raise YamlBoundError(
-                    f"YAML merge keys (<<) expand to more than {MAX_NODES:,} values; meshwasm reads no more",
-                    mapping.start_mark.line + 1,
-                )
-        sizes[id(mapping)] = total
-        return total
-
-    if any(key.tag == "tag:yaml.org,2002:merge" for key, _ in node.value):
-        size(node, frozenset())
