@@ -130,6 +130,13 @@ class _Node:
         self.string_checks = self.max_length is not None or self.min_length is not None or bool(self.pattern)
         self.number_checks = self.maximum is not None or self.minimum is not None
         self.shapes = bool(self.one_of or self.any_of or self.all_of or self.not_ is not None)
+        # A field whose schema checks only its type (most strings and numbers of a CRD).
+        self.free = (
+            self.type in ("string", "integer", "boolean", "number")
+            and not (self.nullable or self.int_or_string or self.enum is not None or self.rules)
+            and not (self.string_checks or self.number_checks or self.shapes)
+            and self.type != "number"  # an integer is a valid number: let check() decide
+        )
         # Remembering valid values pays only where checking costs something: constraints below.
         self.memo: set[Any] | None = set() if self._costly() else None
         self.memo_tries = 0
@@ -307,6 +314,8 @@ class _Node:
         properties = self.properties
         for key, item in value.items():
             child = properties.get(key)
+            if child is not None and child.free and _TYPE_OF.get(type(item)) == child.type:
+                continue  # a field with nothing to check but its type, which is right
             if child is None:
                 where = k8s_path((*path, key), frozenset(errors.keys))
                 errors.found.append(FieldError((*path, key), where, f"unknown field {json.dumps(where)}"))

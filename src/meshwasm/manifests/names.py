@@ -218,8 +218,9 @@ def metadata_errors(group: str, kind: str, metadata: Any, *, namespaced: bool = 
             found.extend(labels_errors(labels, ("metadata", "labels")))
     annotations = metadata.get("annotations")
     if isinstance(annotations, Mapping):
-        found.extend(_annotation_key_errors(tuple(str(k) for k in annotations)))
-        total = sum(len(str(k)) + len(str(v)) for k, v in annotations.items())
+        keys = tuple(map(str, annotations))
+        found.extend(_annotation_key_errors(keys))
+        total = sum(map(len, keys)) + sum(map(len, map(str, annotations.values())))
         # Characters first (cheap); bytes only when the total could be over (UTF-8: at most 4 per char).
         if total > ANNOTATIONS_MAX_BYTES // 4 and (
             sum(_size(str(k)) + _size(str(v)) for k, v in annotations.items()) > ANNOTATIONS_MAX_BYTES

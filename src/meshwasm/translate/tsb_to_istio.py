@@ -82,13 +82,10 @@ def _translate(resources: list[Resource], fetcher_base: str | None) -> IstioReso
 
 
 _encode = json.JSONEncoder(sort_keys=True).encode
-# For manifests meshwasm wrote itself, whose key order is fixed by the models: no sorting needed.
-_encode_ordered = json.JSONEncoder().encode
 
 
-def _hash(data: Any, length: int, *, ordered: bool = False) -> str:
-    text = _encode_ordered(data) if ordered else _encode(data)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
+def _hash(data: Any, length: int) -> str:
+    return hashlib.sha256(_encode(data).encode()).hexdigest()[:length]
 
 
 class _Context:
@@ -97,7 +94,7 @@ class _Context:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.extensions: dict[str, tsb.WasmExtension] = {}
-        self.schemas: dict[str, ConfigSchema | None] = {}
+        self.schemas: dict[int, ConfigSchema | None] = {}
         self.emitted: dict[tuple[str, str, str], str] = {}
         self.groups: dict[tuple[str | None, str | None, str | None, str], tsb.GatewayGroup] = {}
         self.services: dict[str, core.Service] = {}
@@ -123,7 +120,7 @@ class _Context:
 
     def schema_of(self, extension: tsb.WasmExtension) -> ConfigSchema | None:
         """The extension's config schema, compiled once per translation."""
-        key = extension.fqn
+        key = id(extension)  # the extension objects live as long as the translation
         if key not in self.schemas:
             raw = extension.config_schema
             self.schemas[key] = compiled_schema(raw) if raw is not None else None
@@ -222,7 +219,10 @@ class _Context:
         """Seal an emitted resource: its content hash (of the spec as written out), and the manifest
         that check_emitted validates."""
         manifest = resource.to_manifest()
-        content_hash = _hash(manifest.get("spec", {}), 32, ordered=True)
+        spec = getattr(resource, "spec", None)
+        # The spec as written out, serialized by pydantic-core (its key order is the model's).
+        written = spec.model_dump_json(by_alias=True, exclude_none=True, exclude_unset=True) if spec else "{}"
+        content_hash = hashlib.sha256(written.encode()).hexdigest()[:32]
         resource.metadata.annotations[ANN_CONTENT_HASH] = content_hash
         manifest["metadata"]["annotations"][ANN_CONTENT_HASH] = content_hash
         self.origins.append((resource, manifest, gw, origin))
