@@ -21,8 +21,8 @@ import pytest
 from meshwasm.engine.binaries import EngineFiles, engine_files
 from meshwasm.engine.cluster import ClusterOptions, ClusterState, LocalCluster
 from meshwasm.errors import MeshwasmError
-from meshwasm.oci.local_registry import LocalRegistry
 from meshwasm.net import wait_until
+from meshwasm.oci.local_registry import LocalRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "httpbin.tetrate.io"

@@ -84,7 +84,8 @@ def meshwasm_up(tmp: Path, tree: Path, *extra: str, timeout: float = 180) -> Ite
             lambda: "ready in" in out.read_text() or proc.poll() is not None, timeout=timeout, interval=0.5
         )
         running = RunningUp(proc, {}, out, err)
-        assert ready and proc.poll() is None, f"meshwasm up did not become ready:\n{running.output()}"
+        assert ready, f"meshwasm up did not become ready:\n{running.output()}"
+        assert proc.poll() is None, f"meshwasm up exited:\n{running.output()}"
         running.state = json.loads(state_file.read_text())
         yield running
     finally:

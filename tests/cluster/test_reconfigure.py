@@ -35,7 +35,7 @@ def test_a_live_plugin_config_edit_reaches_envoy_without_failed_requests(
         applied = real_engine.apply(tree)
         assert applied.returncode == 0, applied.stderr
         assert "update    WasmPlugin tier2/tier2-gateway-wasm-add-header0" in applied.stdout
-        assert "+" in applied.stdout and "edited through istiod" in applied.stdout  # the diff shows it
+        assert "edited through istiod" in applied.stdout  # the diff shows it
         assert real_engine.wait_header("edited through istiod", timeout=60)
     finally:
         load.wait(timeout=60)
@@ -91,7 +91,7 @@ def test_an_unreachable_module_behaves_as_on_the_embedded_engine(
     def settled() -> bool:
         try:
             seen = outcome(real_engine.port)
-        except Exception:  # noqa: BLE001
+        except Exception:
             return False
         return seen.status == expected_status and seen.ingress_header is None
 

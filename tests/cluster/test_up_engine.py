@@ -54,7 +54,8 @@ def test_up_on_the_istio_engine_matches_the_embedded_one(real_engine: Engine, tm
     assert istio_seen.ingress_header == "from tsb ingress gateway"
     sha = hashlib.sha256(real_engine.wasm.read_bytes()).hexdigest()
     assert istio_view == embedded_view
-    assert istio_view and istio_view[0][:2] == ("wasm", sha)
+    assert istio_view
+    assert istio_view[0][:2] == ("wasm", sha)
 
     def shape(lines: list[str]) -> list[str]:
         return [re.sub(r":\d+", ":PORT", line) for line in lines]

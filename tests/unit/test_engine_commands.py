@@ -40,7 +40,8 @@ def test_every_listening_port_is_the_chosen_one() -> None:
     )
     used = _numbers(text)
     assert not used & FIXED_DEFAULTS
-    chosen = {getattr(ports, f.name) for f in fields(cmd.Ports) if f.name not in ("gateway", "fetcher", "httpbin")}
+    listeners = [f.name for f in fields(cmd.Ports) if f.name not in ("gateway", "fetcher", "httpbin")]
+    chosen = {getattr(ports, name) for name in listeners}
     assert chosen <= used, sorted(chosen - used)
 
 
@@ -70,5 +71,7 @@ def test_the_gateway_service_maps_gateway_ports_to_local_ones() -> None:
         {"name": "http-80", "port": 80, "targetPort": 41200, "protocol": "TCP"},
         {"name": "http-443", "port": 443, "targetPort": 41201, "protocol": "TCP"},
     ]
-    entry = wl.workload_entry("httpbin-local", "httpbin", address="127.0.0.1", labels={"app": "httpbin"}, ports={"http": 9})
+    entry = wl.workload_entry(
+        "httpbin-local", "httpbin", address="127.0.0.1", labels={"app": "httpbin"}, ports={"http": 9}
+    )
     assert entry["spec"] == {"address": "127.0.0.1", "labels": {"app": "httpbin"}, "ports": {"http": 9}}

@@ -58,7 +58,8 @@ def _at(origin: str) -> tuple[Path, int]:
 def test_generated_objects_point_at_the_tsb_gateway_they_came_from() -> None:
     tree = load(ROOT / "tsb")
     gateway_file = str(ROOT / "tsb" / "tier2" / "gateway.yaml")
-    line = next(i for i, text in enumerate(open(gateway_file), 1) if text.startswith("  wasmPlugins:"))
+    lines = Path(gateway_file).read_text().splitlines()
+    line = next(i for i, text in enumerate(lines, 1) if text.startswith("  wasmPlugins:"))
     istio = tsb_to_istio(tree, fetcher_base="http://wasmfetcher.istio-system.svc.cluster.local")
     where = origins(istio.all(), tree.resources)
     plugin = where[("extensions.istio.io", "WasmPlugin", "tier2", "tier2-gateway-wasm-add-header0")]

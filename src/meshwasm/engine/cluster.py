@@ -14,7 +14,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import hashlib
 import shutil
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -210,7 +212,7 @@ class LocalCluster:
             ISTIO_DATA_DIR.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise MeshwasmError(
-                f"pilot-agent keeps Wasm modules in {ISTIO_DATA_DIR} (fixed in Istio) and it cannot be made: {exc}",
+                f"pilot-agent keeps Wasm modules in {ISTIO_DATA_DIR} (fixed by Istio); cannot make it: {exc}",
                 hint=f"run as root, or create it once: sudo install -d -o $USER {ISTIO_DATA_DIR}",
             ) from exc
         if not os.access(ISTIO_DATA_DIR, os.W_OK):
@@ -254,7 +256,8 @@ class LocalCluster:
             now = time.monotonic()
             if now - started > timeout:
                 raise MeshwasmError(
-                    f"{what} not ready after {timeout:.0f} s; last lines of {proc.log_path}:\n{proc.log_tail(15)}"
+                    f"{what} not ready after {timeout:.0f} s; last lines of {proc.log_path}:\n"
+                    f"{proc.log_tail(15)}"
                 )
             if now >= next_note:
                 self.say(f"  still waiting for {what} ({now - started:.0f} s)")
@@ -270,12 +273,11 @@ class LocalCluster:
         proc = self._process("apiserver", cmd.apiserver_argv(files.kube_apiserver, self.dir / "pki", ports))
         url = f"https://127.0.0.1:{ports.apiserver}/readyz"
         headers = {"Authorization": f"Bearer {creds.token}"}
+        tls = ssl.create_default_context(cafile=str(creds.ca_cert))
 
         def ready() -> bool:
             try:
-                return (
-                    httpx.get(url, headers=headers, verify=str(creds.ca_cert), timeout=2).status_code == 200
-                )
+                return httpx.get(url, headers=headers, verify=tls, timeout=2).status_code == 200
             except httpx.HTTPError:
                 return False
 
@@ -421,7 +423,8 @@ class LocalCluster:
         )
         if root is None:
             raise MeshwasmError(
-                f"istiod wrote no istio-ca-root-cert ConfigMap in {ns} within 60 s; see {self.procs['istiod'].log_path}"
+                f"istiod wrote no istio-ca-root-cert ConfigMap in {ns} within 60 s; "
+                f"see {self.procs['istiod'].log_path}"
             )
         (secrets_dir / "istio" / "root-cert.pem").write_text(root["data"]["root-cert.pem"])
         env = cmd.agent_env(ports, identity, envoy=files.envoy, config_dir=config_dir)
@@ -449,6 +452,7 @@ class LocalCluster:
 
     def stop(self) -> None:
         """Stop every process this object started, in :data:`STOP_ORDER`."""
+        self._forget_modules()
         for name in STOP_ORDER:
             proc = self.procs.get(name)
             if proc is not None:
@@ -460,6 +464,26 @@ class LocalCluster:
                 self.say(f"stopped {name}")
         with contextlib.suppress(OSError):
             (self.dir / STATE_FILE).unlink()
+
+    def _forget_modules(self) -> None:
+        """Remove this cluster's entries from pilot-agent's shared module cache (keyed by URL, and
+        every URL names this cluster's own fetcher port), while the API server still answers."""
+        apiserver = self.procs.get("apiserver")
+        if self.creds is None or self.ports is None or apiserver is None or not apiserver.alive():
+            return
+        from meshwasm.kube.client import KubeClient
+
+        marker = f":{self.ports.fetcher}/"
+        with (
+            contextlib.suppress(Exception),
+            KubeClient(self.creds.kubeconfig, field_manager=FIELD_MANAGER) as kube,
+        ):
+            for plugin in kube.list("extensions.istio.io/v1alpha1", "WasmPlugin", labels={}):
+                url = plugin.get("spec", {}).get("url", "")
+                if marker in url:
+                    shutil.rmtree(
+                        ISTIO_DATA_DIR / hashlib.sha256(url.encode()).hexdigest(), ignore_errors=True
+                    )
 
 
 def stop_cluster(state_dir: Path, say: Say) -> bool:

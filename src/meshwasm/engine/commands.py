@@ -111,7 +111,7 @@ def mesh_config(ports: Ports) -> str:
     config = {
         "rootNamespace": ISTIO_NAMESPACE,
         "trustDomain": TRUST_DOMAIN,
-        "defaultConfig": {"discoveryAddress": f"127.0.0.1:{ports.istiod_grpc}"},
+        "defaultConfig": {"discoveryAddress": f"127.0.0.1:{ports.istiod_secure_grpc}"},
     }
     return yaml.safe_dump(config, sort_keys=False)
 
@@ -147,7 +147,9 @@ class GatewayIdentity:
 
 def proxy_config(ports: Ports, *, envoy: Path, config_dir: Path) -> dict[str, object]:
     return {
-        "discoveryAddress": f"127.0.0.1:{ports.istiod_grpc}",
+        # xDS over mutual TLS to istiod's secure port, as a stock proxy (the certificate comes
+        # from istiod's CA on the same port).
+        "discoveryAddress": f"127.0.0.1:{ports.istiod_secure_grpc}",
         "binaryPath": str(envoy),
         "configPath": str(config_dir),
         "proxyAdminPort": ports.envoy_admin,

@@ -120,7 +120,7 @@ class IstioGateway(LocalGateway):
         while time.monotonic() < deadline:
             try:
                 dump = self.admin.config_dump()
-            except Exception:  # noqa: BLE001 - busy while V8 compiles: try again
+            except Exception:
                 time.sleep(0.5)
                 continue
             missing = _not_served(dump, plugins, ports)
@@ -133,7 +133,7 @@ class IstioGateway(LocalGateway):
             time.sleep(0.3)
         raise MeshwasmError(
             "Envoy did not get the applied config within "
-            f"{timeout:.0f} s: {', '.join(missing)}; agent log: {self.state.state_dir if self.state else ''}/logs"
+            f"{timeout:.0f} s: {', '.join(missing)}; logs: {self.cluster_dir}/logs"
         )
 
     def _selects_gateway(self, plugin: Any) -> bool:

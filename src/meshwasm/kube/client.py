@@ -175,9 +175,7 @@ class KubeClient:
             spec=TokenRequestSpec(audiences=[audience], expirationSeconds=seconds),
         )
         try:
-            result = self._guard(
-                lambda: self.client.create(request, name, namespace=namespace)
-            )
+            result = self._guard(lambda: self.client.create(request, name, namespace=namespace))
         except ApiError as exc:
             raise _rejected(exc) from exc
         token: str = result.status.token
