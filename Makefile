@@ -24,7 +24,7 @@ GO_SOURCES   := $(wildcard $(PLUGIN_DIR)/*.go) $(PLUGIN_DIR)/go.mod $(PLUGIN_DIR
 ZIG_SOURCES  := $(wildcard $(ZIG_PLUGIN_DIR)/src/*.zig) $(ZIG_PLUGIN_DIR)/build.zig
 PYTEST_ARGS  ?=
 
-.PHONY: get get-oracle get-cluster build test test-go test-py test-cluster lint clean bench bench-fetcher bench-gateway demo
+.PHONY: get get-oracle get-cluster build test test-go test-py test-cluster lint clean bench bench-fetcher bench-gateway demo crds
 
 get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP) get-oracle
 
@@ -51,6 +51,10 @@ $(CLUSTER_ISTIO): oracle/istio/go.mod oracle/istio/go.sum scripts/get-cluster.sh
 $(CLUSTER_KUBE): engine/kubernetes/go.mod engine/kubernetes/go.sum scripts/get-cluster.sh
 	CLUSTER_DIR=$(CLUSTER_DIR) scripts/get-cluster.sh kubernetes
 	@touch $@
+
+# Istio's CRDs, vendored in src/meshwasm/manifests/crds from the module oracle/istio/go.mod pins.
+crds:
+	python3 scripts/refresh_istio_crds.py
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -29,6 +29,7 @@ _AREAS = {
     "test-plugin": "meshwasm.host.cli",
     "cluster": "meshwasm.engine.cli",
     "apply": "meshwasm.kube.cli",
+    "bench": "meshwasm.bench.cli",
 }
 
 

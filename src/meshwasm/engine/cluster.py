@@ -12,9 +12,9 @@ its own pid, ..., the API server before etcd, which it would otherwise wait on).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import hashlib
 import shutil
 import ssl
 import time

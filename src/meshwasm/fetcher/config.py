@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from meshwasm.errors import UsageError
 
-DEFAULT_MAX_MODULE = 256 * 1024 * 1024  # Istio's cap (ARCHITECTURE.md, "Wasm images")
+DEFAULT_MAX_MODULE = 256 * 1024 * 1024  # Istio's cap (docs/architecture.md, "Istio agent and images")
 
 
 class PullPolicy(StrEnum):

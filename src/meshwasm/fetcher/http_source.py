@@ -1,6 +1,6 @@
 """Modules from plain http(s) URLs, streamed into the cache with a size cap and retries.
 
-Retries follow Istio's agent (ARCHITECTURE.md, "HTTP fetch"): 5xx except
+Retries follow Istio's agent (docs/architecture.md, "Istio agent and images"): 5xx except
 501/505/511 and network errors are retried with exponential backoff; 4xx are
 not. Every request, redirects included, passes the address guard, and a
 redirect may only lead to an allowlisted host.
