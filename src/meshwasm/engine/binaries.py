@@ -21,7 +21,7 @@ class EngineFiles:
     pilot_discovery: Path
     pilot_agent: Path
     envoy: Path
-    crds: Path  # Istio's crd-all.gen.yaml from the same pin as istiod
+    crds: list[Path]  # Istio's CRDs from the same pin as istiod
     bootstrap_template: Path  # Istio's envoy_bootstrap.json, pilot-agent's --templateFile
     istio_version: str
 
@@ -58,7 +58,15 @@ def engine_files(directory: Path | None = None) -> EngineFiles:
         )
     version_file = root / "istio" / "version"
     version = version_file.read_text().strip() if version_file.is_file() else "unknown"
-    return EngineFiles(envoy=find_envoy(), istio_version=version, **files)
+    crds = vendored_crds() or [files.pop("crds")]
+    files.pop("crds", None)
+    return EngineFiles(envoy=find_envoy(), istio_version=version, crds=crds, **files)
+
+
+def vendored_crds() -> list[Path]:
+    """Istio's CRDs as meshwasm ships them (src/meshwasm/manifests/crds, vendored from the same pin)."""
+    directory = Path(__file__).resolve().parent.parent / "manifests" / "crds"
+    return sorted(directory.glob("*.istio.io.yaml"))
 
 
 def which_kubectl(files: EngineFiles | None) -> str | None:

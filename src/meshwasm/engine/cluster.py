@@ -286,7 +286,12 @@ class LocalCluster:
     def _install_crds(self, kube: Any, files: EngineFiles) -> None:
         from meshwasm.kube.client import iter_docs
 
-        crds = [d for d in iter_docs(files.crds.read_text()) if d.get("kind") == "CustomResourceDefinition"]
+        crds = [
+            doc
+            for path in files.crds
+            for doc in iter_docs(path.read_text())
+            if doc.get("kind") == "CustomResourceDefinition"
+        ]
         self.say(f"installing Istio's {len(crds)} CRDs ({files.istio_version})")
         for crd in crds:
             kube.apply(crd, force=True)
