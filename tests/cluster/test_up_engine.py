@@ -36,7 +36,8 @@ def test_up_on_the_istio_engine_matches_the_embedded_one(real_engine: Engine, tm
     (tmp_path / "embedded").mkdir()
     with meshwasm_up(tmp_path / "istio", tree, "--engine", "istio", timeout=420) as on_istio:
         istio_seen = outcome(on_istio.port)
-        istio_view = _plugin_view(_inspect(on_istio.admin))
+        istio_text = _inspect(on_istio.admin)
+        istio_view = _plugin_view(istio_text)
         istio_lines = [
             line
             for line in on_istio.out.read_text().splitlines()
@@ -44,7 +45,8 @@ def test_up_on_the_istio_engine_matches_the_embedded_one(real_engine: Engine, tm
         ]
     with meshwasm_up(tmp_path / "embedded", tree) as embedded:
         embedded_seen = outcome(embedded.port)
-        embedded_view = _plugin_view(_inspect(embedded.admin))
+        embedded_text = _inspect(embedded.admin)
+        embedded_view = _plugin_view(embedded_text)
         embedded_lines = [
             line
             for line in embedded.out.read_text().splitlines()
@@ -54,6 +56,9 @@ def test_up_on_the_istio_engine_matches_the_embedded_one(real_engine: Engine, tm
     assert istio_seen.ingress_header == "from tsb ingress gateway"
     sha = hashlib.sha256(real_engine.wasm.read_bytes()).hexdigest()
     assert istio_view == embedded_view
+    # Both show the ECDS update counters of the plugin's filter.
+    assert "config_reload: " in istio_text
+    assert "config_reload: " in embedded_text
     assert istio_view
     assert istio_view[0][:2] == ("wasm", sha)
 

@@ -155,6 +155,9 @@ def proxy_config(ports: Ports, *, envoy: Path, config_dir: Path) -> dict[str, ob
         "proxyAdminPort": ports.envoy_admin,
         "statusPort": ports.agent_status,
         "concurrency": 1,
+        # Istio keeps only a few stat families by default; these are the ones `meshwasm inspect`
+        # reads (ECDS updates, Wasm, the failStrategy's RBAC stand-ins), as the embedded engine has.
+        "proxyStatsMatcher": {"inclusionRegexps": [".*extension_config_discovery.*", ".*wasm.*", ".*rbac.*"]},
         "drainDuration": "2s",
         "terminationDrainDuration": "1s",
     }
