@@ -20,7 +20,7 @@ from typing import Any
 
 from meshwasm.engine.cluster import ClusterOptions, ClusterState, LocalCluster
 from meshwasm.envoy.process import EnvoyAdmin
-from meshwasm.errors import MeshwasmError
+from meshwasm.errors import MeshwasmError, UsageError
 from meshwasm.gateway import plan as planning
 from meshwasm.gateway.runner import (
     LocalGateway,
@@ -63,6 +63,15 @@ class IstioGateway(LocalGateway):
         return Rendered(tsb_to_istio(self.loaded, fetcher_base=base), signature)
 
     def start(self) -> None:
+        if self.options.port_offset is not None or self.options.bind != "127.0.0.1":
+            raise UsageError(
+                "--port-offset and --bind are the embedded engine's: on the real engine istiod binds the "
+                "gateway's listeners on every address, on free ports (printed when ready)",
+            )
+        if not self.options.use_fetcher:
+            raise UsageError(
+                "--no-fetcher is the embedded engine's: the real engine's WasmPlugins name the fetcher"
+            )
         # Validate the tree before anything starts (the fetcher URL is filled in once it runs).
         rendered = self.render()
         self.workload = planning.choose_workload(rendered.istio, self.options.gateway)
