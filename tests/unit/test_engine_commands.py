@@ -60,8 +60,10 @@ def test_the_agent_runs_as_the_trees_gateway() -> None:
     assert json.loads(env["ISTIO_METAJSON_LABELS"]) == {"app": "tier2-gateway"}
     proxy = json.loads(env["PROXY_CONFIG"])
     assert proxy["binaryPath"] == "/venv/envoy"
-    assert proxy["discoveryAddress"] == f"127.0.0.1:{ports.istiod_grpc}"  # plaintext xDS
-    assert env["CA_ADDR"] == f"127.0.0.1:{ports.istiod_secure_grpc}"  # istiod's CA over TLS
+    # xDS and the CA both over TLS on istiod's secure port, as a stock proxy.
+    assert proxy["discoveryAddress"] == f"127.0.0.1:{ports.istiod_secure_grpc}"
+    assert env["CA_ADDR"] == f"127.0.0.1:{ports.istiod_secure_grpc}"
+    assert "controlPlaneAuthPolicy" not in proxy  # the default: mutual TLS
     assert cmd.agent_argv(Path("/a"), Path("/t"), identity)[1:3] == ["proxy", "router"]
 
 
