@@ -68,6 +68,11 @@ class IstioGateway(LocalGateway):
                 "--port-offset and --bind are the embedded engine's: on the real engine istiod binds the "
                 "gateway's listeners on every address, on free ports (printed when ready)",
             )
+        if self.options.require_signature:
+            raise UsageError(
+                "--require-signature is not yet carried to the real engine's wasmfetcher",
+                hint="check signatures with the embedded engine (`meshwasm up` without --engine istio)",
+            )
         if not self.options.use_fetcher:
             raise UsageError(
                 "--no-fetcher is the embedded engine's: the real engine's WasmPlugins name the fetcher"
