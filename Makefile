@@ -24,7 +24,7 @@ GO_SOURCES   := $(wildcard $(PLUGIN_DIR)/*.go) $(PLUGIN_DIR)/go.mod $(PLUGIN_DIR
 ZIG_SOURCES  := $(wildcard $(ZIG_PLUGIN_DIR)/src/*.zig) $(ZIG_PLUGIN_DIR)/build.zig
 PYTEST_ARGS  ?=
 
-.PHONY: get get-oracle get-cosign get-cluster build test test-go test-py test-cluster lint clean bench bench-fetcher bench-gateway demo crds
+.PHONY: get get-oracle get-cosign get-cluster build test test-go test-py test-cluster lint clean bench bench-fetcher bench-fetcher-hostile bench-gateway demo crds
 
 get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP) get-oracle get-cosign
 
@@ -142,6 +142,12 @@ bench-gateway: get $(GO_WASM) $(ZIG_WASM)
 bench-fetcher: get
 	VENV_BIN=$(BIN) scripts/install-tools.sh --bench
 	$(BIN)/python bench/fetcher.py
+
+# The wasmfetcher under a hostile registry beside main: peak RSS of eight 250 MiB pulls, and how
+# long a good pull waits behind eight dripping ones (BASELINE=<git revision>).
+BASELINE ?= main
+bench-fetcher-hostile: get
+	$(BIN)/python bench/fetcher_hostile.py --baseline $(BASELINE)
 
 # The seed's image targets, without a Docker engine: an OCI image layout from the module,
 # pushed through the OCI distribution API. A local registry for IMAGE's default:

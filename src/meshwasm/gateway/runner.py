@@ -33,7 +33,15 @@ from meshwasm.gateway.agent import ModuleAgent, pull_policy
 from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.manifests import istio, load
 from meshwasm.net import free_port, port_in_use
-from meshwasm.translate import EnvoyConfig, IstioResources, filter_name, istio_to_envoy, tsb_to_istio
+from meshwasm.translate import (
+    EnvoyConfig,
+    IstioResources,
+    failure_policy,
+    filter_name,
+    istio_to_envoy,
+    module_url,
+    tsb_to_istio,
+)
 
 if TYPE_CHECKING:
     from meshwasm.oci.local_registry import LocalRegistry
@@ -224,15 +232,18 @@ class LocalGateway:
     def resolve_modules(self, istio_resources: IstioResources, *, changed: set[str]) -> dict[str, str]:
         assert self.agent is not None
         files: dict[str, str] = {}
-        for plugin in istio_resources.wasm_plugins:
-            key = f"{plugin.namespace}/{plugin.name}"
+        for original in istio_resources.wasm_plugins:
+            key = f"{original.namespace}/{original.name}"
+            url = module_url(original)
+            # The agent fetches the URL istiod sends it: one without a scheme is oci://.
+            plugin = original.model_copy(update={"spec": original.spec.model_copy(update={"url": url})})
             # Istio re-pulls an Always module when its resource changes.
             force = key in changed and pull_policy(plugin) == "Always"
             started = time.monotonic()
-            self.say(f"resolving module for {key}: {plugin.spec.url}")
+            self.say(f"resolving module for {key}: {url}")
             result = self.agent.resolve(plugin, force=force)
             if result.path:
-                files[plugin.spec.url] = result.path
+                files[url] = result.path
                 how = "fetched" if result.fetched else "cached"
                 self.say(f"  {how} {result.sha256} in {time.monotonic() - started:.2f} s -> {result.path}")
             else:
@@ -296,9 +307,10 @@ class LocalGateway:
             self.say(f"plugin {name} failed to start in Envoy: {detail}; its previous config keeps serving")
             return
         plugin = next(p for p in istio_resources.wasm_plugins if filter_name(p) == name)
-        fail_open = plugin.spec.fail_strategy == "FAIL_OPEN"
+        fail_open = failure_policy(plugin) == "FAIL_OPEN"
         self.say(f"plugin {name} failed to start in Envoy: {detail}; {failure_effect(plugin)}")
-        stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open))
+        network = plugin.spec.type == "NETWORK"
+        stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open, network=network))
         counts = self.envoy.filter_updates(name)
         if self.envoy.set_filter(stand_in):
             self.envoy.wait_filter_update(name, counts, timeout=30)
