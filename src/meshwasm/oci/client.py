@@ -26,6 +26,7 @@ from meshwasm.oci.errors import (
     InsecureRegistryError,
     ModuleTooLarge,
     NotAWasmImage,
+    PluginNotInLayer,
     RegistryError,
     RegistryUnavailable,
 )
@@ -236,6 +237,12 @@ class RegistryClient:
         media_type, doc = parse_manifest(raw, content_type=content_type, where=str(ref))
         return _Manifest(media_type=media_type, digest=digest, raw=raw, doc=doc)
 
+    def image_digest(self, ref: Reference) -> str:
+        """The digest of the image manifest ``ref`` resolves to (an index followed to its
+        linux/amd64 image): the checksum Istio's agent compares a WasmPlugin's ``sha256`` with and
+        keys its cache by."""
+        return self._image_manifest(ref)[0].digest
+
     def _image_manifest(self, ref: Reference) -> tuple[_Manifest, str | None]:
         """The image manifest ``ref`` names, following indexes; returns it and the top index digest."""
         manifest = self.get_manifest(ref)
@@ -257,7 +264,14 @@ class RegistryClient:
         content must start with ``\\0asm``. Nothing is written anywhere; the caller stores ``data``."""
         manifest, index_digest = self._image_manifest(ref)
         wasm = find_wasm_layer(manifest.media_type, manifest.doc, where=str(ref))
-        data = self._module_bytes(ref, wasm, progress)
+        try:
+            data = self._module_bytes(ref, wasm, progress)
+        except PluginNotInLayer:
+            if wasm.fallback is None:
+                raise
+            # Istio's order: the compat variant failed, so the oci variant's wasm layer.
+            wasm = wasm.fallback
+            data = self._module_bytes(ref, wasm, progress)
         return PulledModule(
             data=data,
             manifest_digest=manifest.digest,
@@ -271,7 +285,7 @@ class RegistryClient:
         where = f"{ref} layer {wasm.layer.digest}"
         if wasm.variant == "oci":
             data = self.fetch_blob(ref, wasm.layer, max_size=self.max_module_size, progress=progress)
-            if not data.startswith(b"\0asm"):
+            if len(data) < 8 or not data.startswith(b"\0asm"):
                 raise NotAWasmImage(
                     f"{where}: content is not a WebAssembly module "
                     f"(starts with {data[:4]!r}, not b'\\x00asm')"
