@@ -47,7 +47,7 @@ from meshwasm.oci.manifest import (
     select_from_index,
 )
 from meshwasm.oci.reference import Reference
-from meshwasm.oci.transport import RegistrySession, RequestGuard
+from meshwasm.oci.transport import ChallengeGuard, RegistrySession, RequestGuard
 
 __all__ = [
     "DEFAULT_MAX_MODULE_SIZE",
@@ -152,12 +152,14 @@ class RegistryClient:
         request_guard: RequestGuard | None = None,
         chunk_size: int | None = None,
         plain_http_loopback: bool = True,
+        challenge_guard: ChallengeGuard | None = None,
     ):
         """``insecure``: registries (``host[:port]``) allowed plain http / unverified TLS (loopback
         always may use http). ``request_guard`` is called with every outgoing request, redirects
         and token requests included, and raises to refuse it. ``chunk_size``: upload blobs in
         PATCH chunks of this many bytes (``None``: one monolithic PUT). ``plain_http_loopback=False``
-        treats loopback registries like any other (https unless marked insecure)."""
+        treats loopback registries like any other (https unless marked insecure). ``challenge_guard``
+        sees every 401's ``WWW-Authenticate`` headers and raises to refuse (Istio's realm check)."""
         self.max_module_size = max_module_size
         self.chunk_size = chunk_size
         self._session = RegistrySession(
@@ -166,6 +168,7 @@ class RegistryClient:
             timeout=timeout,
             request_guard=request_guard,
             plain_http_loopback=plain_http_loopback,
+            challenge_guard=challenge_guard,
         )
 
     def close(self) -> None:

@@ -36,6 +36,8 @@ from meshwasm.oci.errors import (
 from meshwasm.oci.reference import DOCKER_HUB
 
 RequestGuard = Callable[[httpx.Request], None]
+# Sees the WWW-Authenticate headers of every 401 before it is answered; raises to refuse.
+ChallengeGuard = Callable[[list[str]], None]
 BodyFactory = Callable[[], Iterable[bytes] | bytes]
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _USER_AGENT = "meshwasm-oci/0.1"
@@ -110,8 +112,10 @@ class RegistrySession:
         timeout: float,
         request_guard: RequestGuard | None,
         plain_http_loopback: bool = True,
+        challenge_guard: ChallengeGuard | None = None,
     ):
         self._loopback_http = plain_http_loopback
+        self._challenge_guard = challenge_guard
         self.credentials = credentials or Credentials()
         self._insecure = {h.lower() for h in insecure}
         self._guard = request_guard
@@ -220,6 +224,8 @@ class RegistrySession:
             if response.status_code == 401:
                 challenge = response.headers.get("WWW-Authenticate", "")
                 response.close()
+                if self._challenge_guard is not None:
+                    self._challenge_guard(response.headers.get_list("WWW-Authenticate"))
                 self._answer_challenge(registry, challenge, scopes, what)
                 response = self._send(client, method, registry, url, scopes, headers, body, params, what)
             if response.status_code not in ok:
