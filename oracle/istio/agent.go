@@ -90,7 +90,7 @@ func runAgent(args []string) error {
 	logFile := flags.String("log-file", "",
 		"where Istio's logs go (default stderr); with a file, each answer lists the wasm errors logged meanwhile")
 	insecure := flags.String("insecure-registries", "",
-		"comma-separated hosts for wasm.Options.InsecureRegistries ('*': all); plain-http loopback registries need none")
+		"comma-separated hosts for wasm.Options.InsecureRegistries (pilot-agent's WASM_INSECURE_REGISTRIES; '*': all); plain-http loopback registries need none")
 	if err := flags.Parse(args); err != nil {
 		return err
 	}
@@ -110,7 +110,16 @@ func runAgent(args []string) error {
 			hosts = append(hosts, h)
 		}
 	}
-	cache := wasm.NewLocalFileCache(*cacheDir, wasm.Options{InsecureRegistries: sets.New(hosts...)})
+	// What pilot-agent passes with its defaults (pilot/cmd/pilot-agent/options/agent.go, the WASM_*
+	// environment variables): NewLocalFileCache hands HTTPRequestMaxRetries to the http fetcher
+	// before sanitising, so leaving it 0 would mean no http attempt at all.
+	cache := wasm.NewLocalFileCache(*cacheDir, wasm.Options{
+		InsecureRegistries:    sets.New(hosts...),
+		ModuleExpiry:          wasm.DefaultModuleExpiry,
+		PurgeInterval:         wasm.DefaultPurgeInterval,
+		HTTPRequestTimeout:    wasm.DefaultHTTPRequestTimeout,
+		HTTPRequestMaxRetries: wasm.DefaultHTTPRequestMaxRetries,
+	})
 	defer cache.Cleanup()
 
 	in := bufio.NewScanner(os.Stdin)
