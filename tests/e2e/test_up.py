@@ -283,13 +283,12 @@ def test_edits_under_load_apply_within_two_seconds_without_failures(up: Up, tmp_
     assert "applied edit in" in up.log()
 
 
-def test_new_module_under_the_same_tag_is_loaded(up: Up, demo_wasm: Path) -> None:
+def _push_other_bytes(up: Up, demo_wasm: Path) -> str:
+    """Push the same code with other bytes under the tree's tag; returns the new module's sha256."""
     from meshwasm.oci.client import RegistryClient
     from meshwasm.oci.image import build_image
     from meshwasm.oci.reference import parse_reference
 
-    before = _module_sha(up)
-    value = up.get().headers["x-ingress-header"]
     # Same code, other bytes: a custom section makes a distinct module under the same tag.
     name = b"meshwasm-test"
     payload = bytes([len(name)]) + name + str(time.time()).encode()
@@ -297,11 +296,45 @@ def test_new_module_under_the_same_tag_is_loaded(up: Up, demo_wasm: Path) -> Non
     url = re.search(r"url: (oci://\S+)", (up.tree / "wasm-extension.yaml").read_text())[1]  # type: ignore[index]
     with RegistryClient() as client:
         client.push_image(build_image(module, variant="compat"), parse_reference(url))
-    # How fast is bench/gateway_up.py's business; here: it arrives, and it is this module.
-    new_sha = hashlib.sha256(module).hexdigest()
-    assert wait_until(lambda: _module_sha(up) == new_sha, timeout=30, interval=0.1), up.log()[-3000:]
+    return hashlib.sha256(module).hexdigest()
+
+
+def test_new_module_under_the_same_tag_loads_when_the_wasmplugin_changes(up: Up, demo_wasm: Path) -> None:
+    """As in Istio: imagePullPolicy Always re-pulls when the WasmPlugin's resource changes, and
+    nothing polls (ETag polling is `up --poll-modules`, not the default)."""
+    before = _module_sha(up)
+    new_sha = _push_other_bytes(up, demo_wasm)
+    # Long enough for the fetcher (re-resolving :latest every second) and any poll to have seen it.
+    time.sleep(3)
+    assert _module_sha(up) == before, "the module changed without a WasmPlugin change (polling?)"
+    assert "new module for" not in up.log()
+    gateway = up.tree / "tier2" / "gateway.yaml"
+    edit(gateway, "value: from tsb ingress gateway", "value: after a re-pull")
+    try:
+        assert wait_until(lambda: _module_sha(up) == new_sha, timeout=30, interval=0.1), up.log()[-3000:]
+        assert wait_header(up, "after a re-pull")
+    finally:
+        edit(gateway, "value: after a re-pull", "value: from tsb ingress gateway")
     assert before != new_sha
-    assert up.get().headers["x-ingress-header"] == value
+    assert wait_header(up, "from tsb ingress gateway")
+
+
+def test_poll_modules_loads_a_module_pushed_under_the_same_tag_without_an_edit(
+    tmp_path: Path, demo_wasm: Path
+) -> None:
+    """Not Istio, opt-in: `up --poll-modules` asks the fetcher for Always modules' ETags."""
+    tree = copy_tree(tmp_path, free_port())
+    polling = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm), "--poll-modules")
+    try:
+        value = polling.get().headers["x-ingress-header"]
+        new_sha = _push_other_bytes(polling, demo_wasm)
+        assert wait_until(lambda: _module_sha(polling) == new_sha, timeout=30, interval=0.1), polling.log()[
+            -3000:
+        ]
+        assert "new module for" in polling.log()
+        assert polling.get().headers["x-ingress-header"] == value
+    finally:
+        assert polling.stop() == 0
 
 
 def _module_sha(up: Up, name: str = "tier2.tier2-gateway-wasm-add-header0") -> str | None:
