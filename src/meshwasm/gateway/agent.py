@@ -176,7 +176,8 @@ class ModuleAgent:
         if checksum is None:
             known = self._checksums.get(url)
             if known is not None:
-                if ignore_version or known.versions.get(resource) == resource_version:
+                # force: as if the version had changed (the source is asked what the URL is now).
+                if not force and (ignore_version or known.versions.get(resource) == resource_version):
                     checksum = known.checksum
                 known.versions[resource] = resource_version
         if checksum is not None and not force:
