@@ -118,8 +118,9 @@ class ModuleAgent:
             self.cache,
             self._guard,
             self._allowed,
-            # Istio: 5 attempts, exponential backoff from 0.5 s, 4xx not retried.
-            HttpSourceSettings(timeout=timeout, retries=4, backoff=0.5),
+            # Istio makes 5 attempts with backoff from 0.5 s; locally 4 from 0.3 s (the same
+            # verdicts, a faster fail-closed when the fetcher is down). 4xx are not retried.
+            HttpSourceSettings(timeout=timeout, retries=3, backoff=0.3),
         )
         self._checksums: dict[str, _UrlChecksum] = {}  # url -> what it last resolved to
         self._loaded: dict[str, CacheEntry] = {}  # url -> module last handed out (for polling)
