@@ -478,3 +478,38 @@ def test_without_the_fetcher_the_agent_pulls_from_the_registry(tmp_path: Path, d
         assert re.search(r"resolving module for tier2/tier2-gateway-wasm-add-header0: oci://", up.log())
     finally:
         assert up.stop() == 0
+
+
+def test_require_signature_refuses_the_unsigned_module_then_serves_it_signed(
+    tmp_path: Path, demo_wasm: Path
+) -> None:
+    """`up --require-signature`: the pushed image is unsigned, so the wasmfetcher refuses it (403,
+    with the reason the agent reports) and the plugin fails closed; once signed, the next check
+    of the Always plugin loads it, without a restart."""
+    from fixtures.signing import KEY_PASSWORD, make_key_pair
+
+    registry_port = free_port()
+    tree = copy_tree(tmp_path, registry_port)
+    key = make_key_pair(tmp_path / "keys", "release")
+    scope = f"127.0.0.1:{registry_port}/meshwasm"
+    up = start_up(
+        tmp_path,
+        tree,
+        "--registry",
+        "--push",
+        str(demo_wasm),
+        "--require-signature",
+        f"{scope}={key.public_path}",
+    )
+    try:
+        assert up.get().status_code == 403  # fail closed: the module was refused
+        assert re.search(r"add-header0 failed: .*answered 403: .*is not signed", up.log()), up.log()
+        signed = subprocess.run(
+            [sys.executable, "-m", "meshwasm.cli", "image", "sign",
+             f"127.0.0.1:{registry_port}/meshwasm/add-header:latest", "--key", str(key.private_path)],
+            env={**os.environ, "COSIGN_PASSWORD": KEY_PASSWORD}, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert signed.returncode == 0, signed.stderr
+        assert wait_header(up, "from tsb ingress gateway", timeout=30), up.log()
+    finally:
+        assert up.stop() == 0

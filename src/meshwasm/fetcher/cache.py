@@ -1,6 +1,6 @@
 """The on-disk module cache, in Istio's layout, shared by the wasmfetcher and the gateway agent.
 
-Layout (ARCHITECTURE.md, "Istio's agent")::
+Layout (docs/architecture.md, "Istio agent and images")::
 
     <root>/<hex sha256(module name)>/<checksum>.wasm   the module
     <root>/<hex sha256(module name)>/<checksum>.json   its record: module name, sha256, size

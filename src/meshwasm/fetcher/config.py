@@ -28,8 +28,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from meshwasm.errors import UsageError
+from meshwasm.oci.signing.policy import SignatureRuleConfig
 
-DEFAULT_MAX_MODULE = 256 * 1024 * 1024  # Istio's cap (ARCHITECTURE.md, "Wasm images")
+DEFAULT_MAX_MODULE = 256 * 1024 * 1024  # Istio's cap (docs/architecture.md, "Istio agent and images")
 
 
 class PullPolicy(StrEnum):
@@ -98,6 +99,9 @@ class FetcherConfig(_Model):
     pull: PullConfig = PullConfig()
     security: SecurityConfig = SecurityConfig()
     credentials: CredentialsConfig = CredentialsConfig()
+    # Signed modules (docs/signing.md): rules here and/or in a policy file (a mounted ConfigMap).
+    require_signature: tuple[SignatureRuleConfig, ...] = ()
+    require_signature_file: Path | None = None
     log_level: str = "info"
 
     @field_validator("listen")

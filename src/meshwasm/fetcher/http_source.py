@@ -1,6 +1,6 @@
 """Modules from plain http(s) URLs, streamed into the cache with a size cap and retries.
 
-Retries follow Istio's agent (ARCHITECTURE.md, "HTTP fetch"): 5xx except
+Retries follow Istio's agent (docs/architecture.md, "Istio agent and images"): 5xx except
 501/505/511 and network errors are retried with exponential backoff; 4xx are
 not. Every request, redirects included, passes the address guard, and a
 redirect may only lead to an allowlisted host.
@@ -8,6 +8,7 @@ redirect may only lead to an allowlisted host.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -92,7 +93,8 @@ class HttpSource:
                         raise error
                     raise _Retryable(error)
                 if status >= 400:
-                    raise UpstreamFailed(f"{source.url} answered {status}", code="upstream_4xx")
+                    detail = _error_detail(response)
+                    raise UpstreamFailed(f"{source.url} answered {status}{detail}", code="upstream_4xx")
                 if status != 200:
                     raise UpstreamFailed(
                         f"{source.url} answered {status}, expected 200", code="upstream_status"
@@ -131,6 +133,20 @@ class HttpSource:
             if head != WASM_MAGIC:
                 raise NotWasm(f"{source.url} is not a wasm module ({pending.size} bytes, no \\0asm header)")
             return pending.commit()
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """``: <message>`` from a wasmfetcher's JSON error (e.g. why a signature was refused), else ``""``."""
+    body = b""
+    for chunk in response.iter_bytes(4096):
+        body += chunk
+        if len(body) >= 4096:
+            break
+    try:
+        message = json.loads(body[:4096])["error"]["message"]
+    except (ValueError, KeyError, TypeError):
+        return ""
+    return f": {str(message)[:500]}" if isinstance(message, str) else ""
 
 
 class _Retryable(Exception):

@@ -4,7 +4,7 @@ The address guard runs on every outgoing request, redirects included (the
 registry client calls it as ``request_guard``), and checks the addresses the
 host RESOLVES to, so a name pointing at a metadata service is refused as
 surely as the literal address. Istio's agent blocks link-local and cloud
-metadata addresses the same way (ARCHITECTURE.md, "Istio's agent").
+metadata addresses the same way (docs/architecture.md, "Istio agent and images").
 """
 
 from __future__ import annotations

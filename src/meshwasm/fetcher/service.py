@@ -35,6 +35,7 @@ from meshwasm.fetcher.http_source import HttpSource, HttpSourceSettings
 from meshwasm.fetcher.metrics import FetcherMetrics
 from meshwasm.fetcher.policy import Action, decide, effective_policy
 from meshwasm.fetcher.security import AddressGuard, Allowlist, parse_networks
+from meshwasm.fetcher.signatures import FetcherSignatures
 from meshwasm.fetcher.urls import ModuleSource, classify
 
 if TYPE_CHECKING:
@@ -131,6 +132,9 @@ class ModuleFetcher:
                 backoff=config.pull.http_backoff_seconds,
             ),
         )
+        self.signatures = FetcherSignatures.from_config(
+            config.require_signature, config.require_signature_file
+        )
         self._registry = registry if registry is not None else self._make_registry_client()
         self._inflight: dict[str, asyncio.Task[CacheEntry]] = {}
         self._last_checked: dict[str, float] = {}
@@ -164,6 +168,7 @@ class ModuleFetcher:
         if source.pinned_digest is not None and not source.pinned_digest.startswith("sha256:"):
             raise BadRequest(f"{url}: only sha256 digests are supported", code="bad_url")
         self.allowlist.check(source.host, source.hostname)
+        self.signatures.check_source(source)
 
         policy = effective_policy(source, self.config.pull.policy, self.config.pull.always)
         ref = self.cache.get_ref(source.url)
@@ -172,6 +177,7 @@ class ModuleFetcher:
         if known is None and source.pinned_digest is not None:
             known = normalize_checksum(source.pinned_digest)
         entry = await self._cached(source.module_name, known) if known else None
+        entry = self.signatures.usable(entry)  # not verified by this process: pull and verify again
         checked = [t for t in (ref.resolved_at if ref else None, self._last_checked.get(source.url)) if t]
         decision = decide(
             policy=policy,
@@ -346,6 +352,7 @@ class ModuleFetcher:
             raise ChecksumMismatch(
                 f"{source.url}: registry returned manifest sha256:{digest}", code="checksum_mismatch"
             )
+        self.signatures.admit(self._registry, source.url, pulled.manifest_digest, pulled.index_digest)
         entry = self.cache.put(source.module_name, digest, pulled.data)
         self._remember(source, digest, pulled.index_digest)
         return entry

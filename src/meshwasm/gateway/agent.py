@@ -20,6 +20,9 @@ a local file). This agent follows Istio's ``LocalFileCache`` step by step:
   oci:// pulls; one that could not be read fails the fetch, whatever the URL;
 - a registry whose 401 challenge names an unsafe realm is refused (:mod:`meshwasm.gateway.realm`).
 
+Not Istio: with a signature policy (``meshwasm up --require-signature``), oci:// modules it covers
+are verified before they are cached, and a cached one is used only once this process verified it.
+
 Differences kept on purpose: modules live on disk across runs (a hit still needs the URL's
 checksum, which a new process learns from the source, as Istio does); ``file://`` URLs are used in
 place; ``force`` (``meshwasm up --poll-modules``) re-fetches regardless of policy.
@@ -44,6 +47,7 @@ from meshwasm.gateway.pull_secrets import NO_SECRET, PullSecret
 from meshwasm.gateway.realm import refuse_unsafe_realms
 from meshwasm.manifests import istio
 from meshwasm.manifests.wasm_url import module_url
+from meshwasm.oci.signing.policy import SignatureGate, SignaturePolicy
 from meshwasm.wasm.binary import WASM_MAGIC
 
 
@@ -107,8 +111,12 @@ class ModuleAgent:
         *,
         allowed_hosts: list[str],
         timeout: float = 30.0,
+        signature_policy: SignaturePolicy | None = None,
     ):
         self.cache = ModuleCache(cache_dir)
+        # oci:// modules it pulls itself; http(s) ones come from the wasmfetcher, which applies
+        # the same policy (meshwasm up starts it with the policy).
+        self._signatures = SignatureGate(signature_policy or SignaturePolicy())
         # The agent only talks to the hosts the gateway was told about (the local
         # fetcher and registry), never to link-local or metadata addresses.
         self._guard = AddressGuard(allow_loopback=True)
@@ -182,7 +190,7 @@ class ModuleAgent:
                     checksum = known.checksum
                 known.versions[resource] = resource_version
         if checksum is not None and not force:
-            hit = self.cache.get(source.module_name, checksum)
+            hit = self._signed_hit(url, self.cache.get(source.module_name, checksum))
             if hit is not None:
                 self._remember(url, source, hit.checksum, resource, resource_version)
                 return hit, False
@@ -220,15 +228,28 @@ class ModuleAgent:
             challenge_guard=refuse_unsafe_realms,
         ) as client:
             # Istio asks for the manifest first: its digest is the checksum.
-            digest = normalize_checksum(client.image_digest(reference))
+            manifest_digest, index_digest = client.image_digests(reference)
+            digest = normalize_checksum(manifest_digest)
             if expected is not None and digest != expected:
                 raise AgentError(_mismatch(url, digest, expected))
             if not force:
-                hit = self.cache.get(source.module_name, digest)
+                hit = self._signed_hit(url, self.cache.get(source.module_name, digest))
                 if hit is not None:
                     return hit
-            pulled = client.pull_module(reference.with_digest(f"sha256:{digest}"))
+            pulled = client.pull_module(reference.with_digest(manifest_digest))
+            self._signatures.admit(client, reference, pulled.manifest_digest, index_digest)
         return self.cache.put(source.module_name, digest, pulled.data)
+
+    def _signed_hit(self, url: str, hit: CacheEntry | None) -> CacheEntry | None:
+        """A cached oci:// module the policy covers is used only once verified by this process."""
+        if hit is None or not self._signatures or not url.startswith("oci://"):
+            return hit
+        from meshwasm.oci.reference import parse_reference
+
+        reference = parse_reference(url)
+        if self._signatures.policy.rule_for(reference) is None:
+            return hit
+        return hit if self._signatures.is_admitted(reference, f"sha256:{hit.checksum}") else None
 
     def _remember(self, url: str, source: ModuleSource, checksum: str, resource: str, version: str) -> None:
         # Istio's updateChecksum: not for digest-pinned oci:// URLs, whose checksum is in the URL.

@@ -40,6 +40,7 @@ from meshwasm.translate import EnvoyConfig, IstioResources, filter_name, istio_t
 
 if TYPE_CHECKING:
     from meshwasm.oci.local_registry import LocalRegistry
+    from meshwasm.oci.signing.policy import SignaturePolicy
 
 Say = Callable[[str], None]
 
@@ -66,6 +67,7 @@ class UpOptions:
     pull_secret_files: list[Path] = field(default_factory=list)  # Secret manifests for imagePullSecret
     restart_envoy: int = 3  # restarts allowed after Envoy dies unexpectedly; then exit non-zero
     state_file: Path | None = None
+    require_signature: list[str] = field(default_factory=list)  # SCOPE=KEYFILE flags
 
 
 @dataclass
@@ -107,6 +109,7 @@ class LocalGateway:
 
     def start(self) -> None:
         rendered = self.render()  # raises with every problem listed before anything starts
+        signature_rules, signature_policy = _signature_policy(self.options.require_signature)
         istio_resources = rendered.istio
         self.workload = planning.choose_workload(istio_resources, self.options.gateway)
         upstream_plan = planning.plan_upstreams(
@@ -122,7 +125,7 @@ class LocalGateway:
         if self.options.push:
             self._push(self.options.push, planning.oci_urls(istio_resources))
         if self.options.use_fetcher:
-            self._start_fetcher(registries)
+            self._start_fetcher(registries, signature_rules)
         if upstream_plan.httpbin:
             self.httpbin = HttpbinProcess(workdir=self.workdir / "httpbin", host="127.0.0.1")
             self.say(f"starting httpbin for {', '.join(upstream_plan.httpbin)}")
@@ -137,7 +140,9 @@ class LocalGateway:
         allowed = list(registries)
         if self.options.use_fetcher:
             allowed.append(f"127.0.0.1:{self.fetcher_port}")
-        self.agent = ModuleAgent(self.options.cache_dir / "agent", allowed_hosts=allowed)
+        self.agent = ModuleAgent(
+            self.options.cache_dir / "agent", allowed_hosts=allowed, signature_policy=signature_policy
+        )
         self._start_envoy()
         self.apply(rendered, first=True)
         self._write_state()
@@ -193,8 +198,8 @@ class LocalGateway:
                 digest = client.push_image(image, parse_reference(url))
                 self.say(f"pushed {wasm} to {url} ({digest})")
 
-    def _start_fetcher(self, registries: list[str]) -> None:
-        settings = {
+    def _start_fetcher(self, registries: list[str], signature_rules: list[dict[str, Any]]) -> None:
+        settings: dict[str, Any] = {
             "allow": registries,
             "insecure_registries": [r for r in registries if planning.is_loopback(r)],
             "security": {"allow_loopback": True},
@@ -202,6 +207,8 @@ class LocalGateway:
             "pull": {"resolve_interval_seconds": self.options.repull_interval},
             "cache": {"expiry_seconds": 7 * 24 * 3600.0},
         }
+        if signature_rules:
+            settings["require_signature"] = signature_rules
         # The fetcher's cache outlives the run (warm starts); the rest of its workdir does not.
         self.fetcher = FetcherProcess(
             self.workdir / "fetcher",
@@ -425,6 +432,22 @@ class LocalGateway:
         for path in filter(None, [self.options.state_file, state_path()]):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(state, indent=1))
+
+
+def _signature_policy(flags: list[str]) -> tuple[list[dict[str, Any]], SignaturePolicy | None]:
+    """``--require-signature`` flags as the fetcher's rules (key paths made absolute) and the
+    agent's policy; keys are read now, so a bad one stops `up` before anything starts."""
+    if not flags:
+        return [], None
+    from meshwasm.oci.signing.policy import load_policy, parse_rule_flag
+
+    rules = [parse_rule_flag(flag) for flag in flags]
+    policy = load_policy(rules)
+    as_config = [
+        {"scope": rule.scope, "public_keys": [str(Path(k).expanduser().resolve()) for k in rule.public_keys]}
+        for rule in rules
+    ]
+    return as_config, policy
 
 
 def failure_effect(plugin: istio.WasmPlugin) -> str:

@@ -1,6 +1,6 @@
 """Istio resources meshwasm emits and reads: WasmPlugin, Gateway, VirtualService.
 
-Field names and enums follow Istio's own CRDs (shared/reference/istio-crds),
+Field names and enums follow Istio's own CRDs (docs/architecture.md, "Istio control plane"),
 which the tests validate every emitted resource against. Only the fields
 meshwasm produces or translates to Envoy are typed; others are errors on
 read, so a resource that uses them is not silently half-applied.

@@ -64,6 +64,9 @@ AnnotationOption = Annotated[
 
 def register(app: typer.Typer) -> None:
     """Add the ``image`` verbs to the root app."""
+    from meshwasm.oci.signing.cli import register as register_signing
+
+    register_signing(image_app)
     app.add_typer(image_app, name="image")
 
 

@@ -240,11 +240,12 @@ class RegistryClient:
         media_type, doc = parse_manifest(raw, content_type=content_type, where=str(ref))
         return _Manifest(media_type=media_type, digest=digest, raw=raw, doc=doc)
 
-    def image_digest(self, ref: Reference) -> str:
+    def image_digests(self, ref: Reference) -> tuple[str, str | None]:
         """The digest of the image manifest ``ref`` resolves to (an index followed to its
-        linux/amd64 image): the checksum Istio's agent compares a WasmPlugin's ``sha256`` with and
-        keys its cache by."""
-        return self._image_manifest(ref)[0].digest
+        linux/amd64 image), the checksum Istio's agent compares a WasmPlugin's ``sha256`` with and
+        keys its cache by; and the index's digest when ``ref`` names an index."""
+        manifest, index_digest = self._image_manifest(ref)
+        return manifest.digest, index_digest
 
     def _image_manifest(self, ref: Reference) -> tuple[_Manifest, str | None]:
         """The image manifest ``ref`` names, following indexes; returns it and the top index digest."""
