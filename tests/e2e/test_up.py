@@ -485,7 +485,8 @@ def test_require_signature_refuses_the_unsigned_module_then_serves_it_signed(
 ) -> None:
     """`up --require-signature`: the pushed image is unsigned, so the wasmfetcher refuses it (403,
     with the reason the agent reports) and the plugin fails closed; once signed, the next check
-    of the Always plugin loads it, without a restart."""
+    of the Always plugin loads it, without a restart (`--poll-modules`: Istio itself would try
+    again only when the WasmPlugin changes)."""
     from fixtures.signing import KEY_PASSWORD, make_key_pair
 
     registry_port = free_port()
@@ -500,6 +501,7 @@ def test_require_signature_refuses_the_unsigned_module_then_serves_it_signed(
         str(demo_wasm),
         "--require-signature",
         f"{scope}={key.public_path}",
+        "--poll-modules",
     )
     try:
         assert up.get().status_code == 403  # fail closed: the module was refused
