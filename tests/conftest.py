@@ -26,6 +26,7 @@ pytest_plugins = [
     "fixtures.oci_modules",
     "fixtures.host_modules",
     "fixtures.oracle",
+    "fixtures.istio_agent",
     "fixtures.signing",
 ]
 

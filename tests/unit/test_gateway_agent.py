@@ -35,7 +35,10 @@ def plugin(url: str, *, policy: str | None = None, sha256: str | None = None) ->
         ("oci://r.example/team/m:latest", None, "Always"),
         ("oci://r.example/team/m:v1", None, "IfNotPresent"),
         ("oci://r.example/team/m@sha256:" + "0" * 64, None, "IfNotPresent"),
-        ("oci://127.0.0.1:5000/team/m", None, "Always"),  # no tag is latest; the port is not a tag
+        # Untagged is not ":latest" for Istio's policy (tests/fidelity/test_agent_pull_policy.py
+        # shows Istio's agent keeping the cached module); the port is not a tag.
+        ("oci://127.0.0.1:5000/team/m", None, "IfNotPresent"),
+        ("r.example/team/m:latest", None, "Always"),  # no scheme means oci://
         ("oci://127.0.0.1:5000/team/m:v2", None, "IfNotPresent"),
         ("oci://r.example/team/m:v1", "Always", "Always"),
         ("http://fetcher/fetch/abc", None, "IfNotPresent"),

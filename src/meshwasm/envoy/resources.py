@@ -81,13 +81,16 @@ def wasm_filter_config(
 
 
 def rbac_filter_config(*, allow: bool) -> Json:
-    """What Istio's agent serves in place of a Wasm filter it could not load.
+    """What Istio's agent serves in place of a Wasm filter it could not load (pkg/wasm/convert.go).
 
     No ``rules`` at all allows everything (fail open); empty ``rules`` with the
     default ALLOW action matches no policy and so denies everything with 403
-    (fail closed), exactly Istio's allow-all and deny-all RBAC filters.
+    (fail closed), exactly Istio's allow-all and deny-all RBAC filters, with
+    their stat prefixes (``wasm-default-allow``, ``wasm-default-deny``).
     """
-    return {"@type": T_RBAC} if allow else {"@type": T_RBAC, "rules": {}}
+    if allow:
+        return {"@type": T_RBAC, "rules_stat_prefix": "wasm-default-allow"}
+    return {"@type": T_RBAC, "rules": {}, "rules_stat_prefix": "wasm-default-deny"}
 
 
 def typed_extension_config(name: str, typed_config: Json) -> Json:

@@ -47,8 +47,24 @@ def up(
         Path | None, typer.Option(help="Module caches [default: $MESHWASM_CACHE_DIR or ~/.cache/meshwasm].")
     ] = None,
     repull_interval: Annotated[
-        float, typer.Option(help="Seconds between checks for new modules of Always plugins.")
+        float,
+        typer.Option(help="Seconds the fetcher trusts a tag it resolved; also the --poll-modules period."),
     ] = 1.0,
+    poll_modules: Annotated[
+        bool,
+        typer.Option(
+            "--poll-modules",
+            help="Not Istio: load a module pushed again under the same tag without an edit (Always plugins,"
+            " through the fetcher). Istio re-pulls only when the WasmPlugin changes.",
+        ),
+    ] = False,
+    pull_secret: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A kubernetes.io/dockerconfigjson Secret manifest for WasmPlugins' imagePullSecret, in their"
+            " namespace (repeatable; Secrets in the tree count too).",
+        ),
+    ] = None,
     restart_envoy: Annotated[
         int, typer.Option(help="Restarts allowed if Envoy dies; then `up` exits with status 1.")
     ] = 3,
@@ -79,6 +95,8 @@ def up(
         gateway=gateway,
         cache_dir=cache_dir or default_cache_dir(),
         repull_interval=repull_interval,
+        poll_modules=poll_modules,
+        pull_secret_files=list(pull_secret or []),
         restart_envoy=restart_envoy,
         state_file=state_file,
         require_signature=list(require_signature or []),

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from meshwasm.deadline import check_deadline
-from meshwasm.oci.errors import ModuleTooLarge, NotAWasmImage, TooManyLayerMembers
+from meshwasm.oci.errors import ModuleTooLarge, PluginNotInLayer, TooManyLayerMembers
 
 MAX_MEMBERS = 1000
 _CHUNK = 256 * 1024
@@ -68,7 +68,8 @@ def extract_member(
     Returns the entry's size. ``name`` is what the entry is called in messages; ``check_head``
     sees the entry's first bytes (up to 8) before the rest is copied. Raises
     :class:`TooManyLayerMembers`, :class:`ModuleTooLarge` (entry over ``max_size`` or stream
-    over ``max_bytes``), :class:`NotAWasmImage` (unreadable layer, entry missing) or
+    over ``max_bytes``), :class:`PluginNotInLayer` (unreadable layer, entry missing: Istio
+    then tries the image's oci variant), whatever ``check_head`` raises, or
     :class:`~meshwasm.deadline.DeadlineExceeded`.
     """
     capped = _CappedReader(gzip.GzipFile(fileobj=layer, mode="rb"), max_bytes, where)  # type: ignore[arg-type]
@@ -100,8 +101,8 @@ def extract_member(
     except _SinkFailed as failed:
         raise failed.error from None  # the disk we write to, not the layer
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise NotAWasmImage(f"{where}: layer is not a readable tar+gzip ({exc})") from exc
-    raise NotAWasmImage(f"{where}: the layer holds no {name}", hint=missing_hint)
+        raise PluginNotInLayer(f"{where}: layer is not a readable tar+gzip ({exc})") from exc
+    raise PluginNotInLayer(f"{where}: the layer holds no {name}", hint=missing_hint)
 
 
 class _SinkFailed(Exception):
