@@ -19,7 +19,6 @@ import io
 import json
 import tarfile
 from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import IO, Any, Literal
 
 from meshwasm.oci import mediatypes as mt
@@ -146,8 +145,22 @@ _SHAPES = (
 
 
 def plugin_member(member: tarfile.TarInfo) -> bool:
-    """The tar entry that holds the module (the compat spec's ``plugin.wasm``)."""
-    return member.isfile() and PurePosixPath(member.name).name == mt.PLUGIN_FILE
+    """The tar entry that holds the module, as Istio's agent picks it (pkg/wasm/imagefetcher.go
+    ``extractWasmPluginBinary``): the FIRST entry whose base name is ``plugin.wasm``, of any type. A
+    directory or link of that name is taken too (and yields no module, see
+    :func:`meshwasm.oci.layer.extract_member`); a regular file after it is never reached."""
+    return go_base(member.name) == mt.PLUGIN_FILE
+
+
+def go_base(name: str) -> str:
+    """Go's ``filepath.Base`` on Linux: trailing slashes dropped, then the last element; ``.`` and
+    ``..`` are elements like any other (unlike :class:`pathlib.PurePosixPath`, which drops ``.``)."""
+    if not name:
+        return "."
+    stripped = name.rstrip("/")
+    if not stripped:
+        return "/"
+    return stripped.rsplit("/", 1)[-1]
 
 
 def extract_plugin(layer: IO[bytes], sink: IO[bytes], *, max_size: int, where: str) -> int:
