@@ -18,7 +18,16 @@ a local file). This agent follows Istio's ``LocalFileCache`` step by step:
   not cached;
 - the imagePullSecret istiod resolved (see :mod:`meshwasm.gateway.pull_secrets`) authenticates
   oci:// pulls; one that could not be read fails the fetch, whatever the URL;
-- a registry whose 401 challenge names an unsafe realm is refused (:mod:`meshwasm.gateway.realm`).
+- a registry whose 401 challenge names an unsafe realm is refused (:mod:`meshwasm.gateway.realm`);
+- one deadline (the agent's ``timeout``, Istio's ``RequestTimeout``) bounds the whole fetch of a
+  module: manifests, token fetches, redirects, the download, retries and their back-off;
+- an http(s) body that is gzip or tar is unwrapped as Istio's http fetcher does
+  (:mod:`meshwasm.fetcher.unbox`).
+
+Modules are never held whole in memory: oci:// pulls stream into the cache's staging directory
+and are verified there (:meth:`RegistryClient.pull_to_dir`, then :meth:`ModuleCache.install_file`),
+http(s) ones stream into the cache (:class:`HttpSource`). Every connection is made to the address
+the agent's guard checked (resolved once, :meth:`AddressGuard.transport`).
 
 Not Istio: with a signature policy (``meshwasm up --require-signature``), oci:// modules it covers
 are verified before they are cached, and a cached one is used only once this process verified it.
@@ -38,10 +47,11 @@ from urllib.parse import unquote, urlsplit
 
 import httpx
 
+from meshwasm.deadline import deadline_scope
 from meshwasm.errors import MeshwasmError
-from meshwasm.fetcher.cache import CacheEntry, ModuleCache, normalize_checksum
+from meshwasm.fetcher.cache import CacheEntry, ModuleCache, cache_error, normalize_checksum
 from meshwasm.fetcher.http_source import HttpSource, HttpSourceSettings
-from meshwasm.fetcher.security import AddressGuard, Allowlist
+from meshwasm.fetcher.security import AddressGuard, Allowlist, check_host_syntax
 from meshwasm.fetcher.urls import ModuleSource, classify
 from meshwasm.gateway.pull_secrets import NO_SECRET, PullSecret
 from meshwasm.gateway.realm import refuse_unsafe_realms
@@ -194,10 +204,12 @@ class ModuleAgent:
             if hit is not None:
                 self._remember(url, source, hit.checksum, resource, resource_version)
                 return hit, False
-        if source.kind == "http":
-            entry = self._fetch_http(url, source, checksum)
-        else:
-            entry = self._fetch_oci(url, source, checksum, pull_secret, force=force)
+        # Istio's getOrFetch: one context with RequestTimeout for the whole fetch.
+        with deadline_scope(self._timeout, f"fetching Wasm module {url}"):
+            if source.kind == "http":
+                entry = self._fetch_http(url, source, checksum)
+            else:
+                entry = self._fetch_oci(url, source, checksum, pull_secret, force=force)
         self._remember(url, source, entry.checksum, resource, resource_version)
         return entry, True
 
@@ -224,7 +236,10 @@ class ModuleAgent:
         with RegistryClient(
             credentials=credentials,
             timeout=self._timeout,
-            request_guard=self._guard.request_guard,
+            pull_timeout=self._timeout,
+            request_guard=_check_host_syntax,
+            # Resolved once, checked, connected there: every hop (redirects and token realms too).
+            transport_factory=lambda verify: self._guard.transport(verify=verify),
             challenge_guard=refuse_unsafe_realms,
         ) as client:
             # Istio asks for the manifest first: its digest is the checksum.
@@ -236,9 +251,17 @@ class ModuleAgent:
                 hit = self._signed_hit(url, self.cache.get(source.module_name, digest))
                 if hit is not None:
                     return hit
-            pulled = client.pull_module(reference.with_digest(manifest_digest))
-            self._signatures.admit(client, reference, pulled.manifest_digest, index_digest)
-        return self.cache.put(source.module_name, digest, pulled.data)
+            try:
+                pulled = client.pull_to_dir(reference.with_digest(manifest_digest), self.cache.staging_dir)
+            except OSError as exc:  # network errors are RegistryErrors: this is the staging disk
+                raise cache_error(exc, f"storing {source.module_name}") from exc
+            try:
+                self._signatures.admit(client, reference, pulled.manifest_digest, index_digest)
+                return self.cache.install_file(
+                    source.module_name, digest, pulled.path, sha256=pulled.sha256, size=pulled.size
+                )
+            finally:
+                pulled.path.unlink(missing_ok=True)  # installed (renamed away) or refused
 
     def _signed_hit(self, url: str, hit: CacheEntry | None) -> CacheEntry | None:
         """A cached oci:// module the policy covers is used only once verified by this process."""
@@ -275,8 +298,11 @@ class ModuleAgent:
         if not url.startswith(("http://", "https://")):
             return False
         try:
-            self._guard.request_guard(httpx.Request("HEAD", url))
-            response = httpx.head(url, timeout=5.0)
+            self._allowed.check_url(httpx.URL(url), what="polling a module")
+            with httpx.Client(
+                timeout=5.0, transport=self._guard.transport(), trust_env=False
+            ) as client:  # the address is checked where the connection is made
+                response = client.head(url)
         except (httpx.HTTPError, MeshwasmError):
             return False  # a failed poll keeps the loaded module
         etag = response.headers.get("etag", "").strip('"')
@@ -300,6 +326,11 @@ class ModuleAgent:
         if expect and digest != expect.lower():
             return Resolution(name, url, None, None, error=f"{path} has sha256 {digest}, expected {expect}")
         return Resolution(name, url, str(path), digest, checksum=digest)
+
+
+def _check_host_syntax(request: httpx.Request) -> None:
+    # Hosts that resolvers and Go read differently are refused before any connection.
+    check_host_syntax(request.url.host)
 
 
 def _mismatch(url: str, actual: str, expected: str) -> str:
