@@ -30,6 +30,10 @@ pytestmark = [pytest.mark.envoy, pytest.mark.registry, pytest.mark.slow]
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "httpbin.tetrate.io"
 LOAD_LOOP = Path(__file__).with_name("load_loop.py")
+# The seed's WasmPlugin tier2/tier2-gateway-wasm-add-header0 as istiod names its filter and ECDS resource.
+SEED_FILTER = (
+    "extensions.istio.io/trafficextension/tier2.tier2-gateway-wasm-add-header0~istio-translated-wasmplugin"
+)
 
 
 def copy_tree(tmp_path: Path, registry_port: int) -> Path:
@@ -222,7 +226,7 @@ def test_inspect_shows_the_running_gateway(up: Up) -> None:
         [sys.executable, "-m", "meshwasm.cli", "inspect"], capture_output=True, text=True, env=env, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert "tier2.tier2-gateway-wasm-add-header0  [wasm]" in result.stdout
+    assert f"{SEED_FILTER}  [wasm]" in result.stdout
     assert "root_id:       tier2-gateway-wasm-add-header0" in result.stdout
     assert re.search(r"sha256:\s+[0-9a-f]{64}", result.stdout)
     assert "from tsb ingress gateway" in result.stdout or "edited live" in result.stdout
@@ -239,7 +243,7 @@ def test_inspect_shows_the_running_gateway(up: Up) -> None:
 def test_config_dump_shows_the_ecds_filter_as_the_seed(up: Up) -> None:
     dump = httpx.get(f"{up.admin}/config_dump", timeout=10).json()
     ecds = next(c for c in dump["configs"] if c["@type"].endswith("EcdsConfigDump"))["ecds_filters"]
-    (entry,) = [e for e in ecds if e["ecds_filter"]["name"] == "tier2.tier2-gateway-wasm-add-header0"]
+    (entry,) = [e for e in ecds if e["ecds_filter"]["name"] == SEED_FILTER]
     config = entry["ecds_filter"]["typed_config"]["config"]
     assert config["root_id"] == "tier2-gateway-wasm-add-header0"
     assert config["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
@@ -346,7 +350,7 @@ def test_poll_modules_loads_a_module_pushed_under_the_same_tag_without_an_edit(
         assert polling.stop() == 0
 
 
-def _module_sha(up: Up, name: str = "tier2.tier2-gateway-wasm-add-header0") -> str | None:
+def _module_sha(up: Up, name: str = SEED_FILTER) -> str | None:
     """The checksum (file stem) of the module the named ECDS filter runs (None while Envoy's admin
     is busy, e.g. compiling a module on its main thread)."""
     try:
@@ -446,7 +450,7 @@ def test_plugin_refusing_its_config_in_envoy_is_reported_and_fails_closed(
     up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm))
     try:
         message = 'invalid configuration: headers[0].path: must be "request" or "response", got "sideways"'
-        assert "tier2.tier2-gateway-wasm-add-header0 failed to start in Envoy" in up.log()
+        assert f"{SEED_FILTER} failed to start in Envoy" in up.log()
         assert message in up.log()
         assert up.get().status_code == 403
         # Fixing the tree brings the plugin up without a restart.

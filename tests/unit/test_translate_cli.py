@@ -84,7 +84,7 @@ def test_render_without_a_module_warns_and_serves_the_deny_all_stand_in(repo_roo
     assert rbac == {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
         "rules": {},
-        "rules_stat_prefix": "wasm-default-deny",  # Istio's agent's (pkg/wasm/convert.go)
+        "rules_stat_prefix": "wasm-default-deny",
     }
 
 

@@ -36,7 +36,15 @@ from meshwasm.gateway.agent import ModuleAgent, plugin_key, pull_policy, resourc
 from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.manifests import istio, load
 from meshwasm.net import free_port, port_in_use
-from meshwasm.translate import EnvoyConfig, IstioResources, filter_name, istio_to_envoy, tsb_to_istio
+from meshwasm.translate import (
+    EnvoyConfig,
+    IstioResources,
+    failure_policy,
+    filter_name,
+    istio_to_envoy,
+    module_url,
+    tsb_to_istio,
+)
 
 if TYPE_CHECKING:
     from meshwasm.oci.local_registry import LocalRegistry
@@ -234,15 +242,18 @@ class LocalGateway:
         files: dict[str, str] = {}
         for plugin in istio_resources.wasm_plugins:
             key = plugin_key(plugin)
+            # The URL istiod sends the agent (no scheme means oci://): the translator keys files by it.
+            url = module_url(plugin)
             namespace = plugin.namespace or "default"
             secret = pull_secrets.lookup(plugin.spec.image_pull_secret, namespace, secrets)
             started = time.monotonic()
-            self.say(f"resolving module for {key}: {plugin.spec.url}")
+            self.say(f"resolving module for {key}: {url}")
+            # The agent reads the url as istiod does too, and refuses one istiod would drop.
             result = self.agent.resolve(
                 plugin, resource_version=resource_version(plugin), pull_secret=secret, force=key in forced
             )
             if result.path:
-                files[plugin.spec.url] = result.path
+                files[url] = result.path
                 how = "fetched" if result.fetched else "cached"
                 self.say(f"  {how} {result.sha256} in {time.monotonic() - started:.2f} s -> {result.path}")
             else:
@@ -307,9 +318,10 @@ class LocalGateway:
             self.say(f"plugin {name} failed to start in Envoy: {detail}; its previous config keeps serving")
             return
         plugin = next(p for p in istio_resources.wasm_plugins if filter_name(p) == name)
-        fail_open = plugin.spec.fail_strategy == "FAIL_OPEN"
+        fail_open = failure_policy(plugin) == "FAIL_OPEN"
         self.say(f"plugin {name} failed to start in Envoy: {detail}; {failure_effect(plugin)}")
-        stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open))
+        network = plugin.spec.type == "NETWORK"
+        stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open, network=network))
         counts = self.envoy.filter_updates(name)
         if self.envoy.set_filter(stand_in):
             self.envoy.wait_filter_update(name, counts, timeout=30)

@@ -22,7 +22,7 @@ from meshwasm.manifests import load
 from meshwasm.manifests.problems import Problem
 from meshwasm.translate import render
 from meshwasm.translate.istio_resources import IstioResources
-from meshwasm.translate.istio_to_envoy import istio_to_envoy, upstream_key
+from meshwasm.translate.istio_to_envoy import istio_to_envoy, module_url, upstream_key
 from meshwasm.translate.output import write_files
 from meshwasm.translate.tsb_to_istio import ANN_EXTENSION, DEFAULT_FETCHER_BASE, tsb_to_istio
 
@@ -105,7 +105,7 @@ def resolve_modules(istio: IstioResources, specs: list[str]) -> dict[str, str]:
         )
         for candidate in keys:
             if candidate and candidate in given:
-                out[plugin.spec.url] = given[candidate]
+                out[module_url(plugin)] = given[candidate]
                 break
     return out
 
