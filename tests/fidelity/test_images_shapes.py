@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import tarfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +26,7 @@ import pytest
 from fixtures.istio_agent import AgentSession, Fetched
 from fixtures.oci_modules import run_meshwasm, skopeo, synthetic_module
 from fixtures.oracle import IstioOracle
-from fixtures.wasm_images import Manifest, from_built, image, index, push, tar_gz
+from fixtures.wasm_images import Manifest, entry, from_built, gz, image, index, push, tar_gz, tar_of
 from meshwasm.fetcher.config import FetcherConfig
 from meshwasm.fetcher.errors import FetchError
 from meshwasm.fetcher.service import ModuleFetcher
@@ -50,6 +51,20 @@ WASI = {"os": "wasip1", "architecture": "wasm"}
 
 def _compat(module: bytes) -> Manifest:
     return from_built(build_image(module, variant="compat"))
+
+
+def _layer(*entries: tarfile.TarInfo | tuple[str | tarfile.TarInfo, bytes], pax: bool = False) -> bytes:
+    return gz(tar_of(entries, format=tarfile.PAX_FORMAT if pax else tarfile.GNU_FORMAT))
+
+
+def _with_pax_record(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.pax_headers = {"comment": "x" * size}
+    return info
+
+
+DIR, SYM, LNK, FIFO = tarfile.DIRTYPE, tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.FIFOTYPE
+MiB = 1 << 20
 
 
 CORPUS: dict[str, Callable[[], Manifest]] = {
@@ -83,6 +98,36 @@ CORPUS: dict[str, Callable[[], Manifest]] = {
     ),
     # The last layer is tar+gzip without plugin.wasm: compat fails, and Istio goes on to the oci variant.
     "oci-module-beside-a-tar-layer": lambda: image([(mt.WASM_LAYER, A), (OL, README)]),
+    # The tar entry rule (extractWasmPluginBinary): the FIRST entry whose Go base name is plugin.wasm,
+    # whatever its type. Go's tar reader gives a directory, link or FIFO no data: Istio extracts 0
+    # bytes (then "invalid", no oci fallback), or fails to read the bytes its size field claims (the
+    # compat variant failed, so the oci variant is tried).
+    "compat-directory-named-plugin-first": lambda: image(
+        [(OL, _layer(entry("plugin.wasm", DIR), ("plugin.wasm", A)))]
+    ),
+    "compat-symlink-named-plugin": lambda: image(
+        [(OL, _layer(("real.wasm", A), entry("plugin.wasm", SYM, target="real.wasm")))]
+    ),
+    "compat-hard-link-named-plugin": lambda: image(
+        [(OL, _layer(("real.wasm", A), entry("plugin.wasm", LNK, target="real.wasm")))]
+    ),
+    "compat-fifo-named-plugin-first": lambda: image(
+        [(OL, _layer(entry("plugin.wasm", FIFO), ("plugin.wasm", A)))]
+    ),
+    "compat-unknown-type-named-plugin": lambda: image([(OL, _layer((entry("plugin.wasm", b"Z"), A)))]),
+    "compat-plugin-named-with-a-trailing-dot": lambda: image([(OL, _layer(("plugin.wasm/.", A)))]),
+    "compat-pax-record-over-a-mebibyte": lambda: image(
+        [(OL, _layer((_with_pax_record("plugin.wasm", MiB + 1), A), pax=True))]
+    ),
+    "compat-pax-record-under-a-mebibyte": lambda: image(
+        [(OL, _layer((_with_pax_record("plugin.wasm", MiB - 1024), A), pax=True))]
+    ),
+    "oci-module-beside-a-directory-named-plugin": lambda: image(
+        [(mt.WASM_LAYER, A), (OL, _layer(entry("plugin.wasm", DIR)))]
+    ),
+    "oci-module-beside-a-link-announcing-bytes": lambda: image(
+        [(mt.WASM_LAYER, A), (OL, _layer(entry("plugin.wasm", SYM, size=100, target="real.wasm")))]
+    ),
     "index-amd64-second": lambda: index([(_compat(B), ARM64), (_compat(A), AMD64)]),
     "index-wasm-platform-first": lambda: index([(_compat(B), WASI), (_compat(A), AMD64)]),
     "index-without-amd64": lambda: index([(_compat(A), WASI), (_compat(B), ARM64)]),
@@ -227,6 +272,8 @@ CLI_CASES = {
     "index-wasm-platform-first",
     "index-without-amd64",
     "untagged",
+    "compat-directory-named-plugin-first",
+    "oci-module-beside-a-link-announcing-bytes",
 }
 
 
@@ -256,6 +303,22 @@ def test_the_corpus_tells_the_rules_apart(corpus: dict[str, str], istio: AgentSe
     assert {"docker-3-layers-module-first", "compat-3-layers-module-first", "oci-1-layer"} <= refused
     assert "index-without-amd64" in refused
     assert not {"oci-meshwasm-build", "oci-2-layers-module-first", "index-wasm-platform-first"} & refused
+    # The tar entry rule: the first entry of that name whatever its type, no data from a header-only
+    # entry, the oci variant tried only when the compat one FAILED (not when it gave 0 bytes).
+    assert {
+        "compat-directory-named-plugin-first",
+        "compat-symlink-named-plugin",
+        "compat-fifo-named-plugin-first",
+        "compat-plugin-named-with-a-trailing-dot",
+        "compat-pax-record-over-a-mebibyte",
+        "oci-module-beside-a-directory-named-plugin",
+    } <= refused
+    for accepted in (
+        "compat-unknown-type-named-plugin",
+        "compat-pax-record-under-a-mebibyte",
+        "oci-module-beside-a-link-announcing-bytes",
+    ):
+        assert outcomes[accepted].sha256 == hashlib.sha256(A).hexdigest(), accepted
 
 
 def test_image_build_and_push_variant_oci_gives_an_image_istio_extracts(
