@@ -27,6 +27,7 @@ pytest_plugins = [
     "fixtures.host_modules",
     "fixtures.oracle",
     "fixtures.istio_agent",
+    "fixtures.file_server",
     "fixtures.signing",
 ]
 

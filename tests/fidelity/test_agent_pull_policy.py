@@ -10,20 +10,17 @@ never changes; and the agent remembers, per WasmPlugin, the version that last as
 from __future__ import annotations
 
 import hashlib
-import http.server
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
+from fixtures.file_server import FileServer
 from fixtures.istio_agent import AgentSession
 from fixtures.oci_modules import synthetic_module
 from fixtures.wasm_images import from_built, push
 from meshwasm.gateway.agent import ModuleAgent
 from meshwasm.manifests import istio
-from meshwasm.net import free_port
 from meshwasm.oci.client import RegistryClient
 from meshwasm.oci.image import build_image
 from meshwasm.oci.local_registry import LocalRegistry
@@ -33,31 +30,6 @@ pytestmark = pytest.mark.registry
 MODULES = {"A": synthetic_module(2200, seed=21), "B": synthetic_module(2300, seed=22)}
 NAMES = {hashlib.sha256(data).hexdigest(): name for name, data in MODULES.items()}
 ACCEPT = {"Accept": "application/vnd.oci.image.manifest.v1+json"}
-
-
-class FileServer:
-    """A static http server on loopback (the simplest real source of an http:// module)."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        handler = lambda *a: http.server.SimpleHTTPRequestHandler(*a, directory=str(root))  # noqa: E731
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), handler)
-        self.address = f"127.0.0.1:{self.server.server_address[1]}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture(scope="module")
-def files(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FileServer]:
-    server = FileServer(tmp_path_factory.mktemp("http-modules"))
-    try:
-        yield server
-    finally:
-        server.stop()
 
 
 def wasm_plugin(url: str, policy: str | None, name: str) -> istio.WasmPlugin:
