@@ -471,6 +471,27 @@ def test_sigterm_during_start_up_stops_everything(tmp_path: Path, demo_wasm: Pat
     assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
 
 
+def test_a_second_sigterm_does_not_cut_the_cleanup_short(tmp_path: Path, demo_wasm: Path) -> None:
+    """The first SIGTERM (during start-up) starts the cleanup; a second one, as it runs, must not
+    interrupt it: every process is stopped by `up` itself, which exits 0."""
+    tree = copy_tree(tmp_path, free_port())
+    up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm), wait_ready=False)
+    try:
+        assert wait_until(lambda: "wasmfetcher ready" in up.log() or up.proc.poll() is not None, timeout=60)
+        pids = up.child_pids()
+        up.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: "stopping" in up.log(), timeout=30), up.log()
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.proc.wait(timeout=60) == 0, up.log()
+    finally:
+        up.stop()
+    log = up.log()
+    assert "stopped wasmfetcher" in log, log
+    assert "stopped registry" in log, log
+    assert "interrupted" not in log
+    assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
+
+
 def test_sigkill_of_up_leaves_no_process_behind(tmp_path: Path) -> None:
     tree = copy_tree(tmp_path, free_port())
     up = start_up(tmp_path, tree)

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
-from meshwasm import ui
+from meshwasm import stopping, ui
 from meshwasm.errors import ExitCode, MeshwasmError
-
-
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM stops `up` exactly like Ctrl-C: the same cleanup path.
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def up(
@@ -103,9 +96,9 @@ def up(
     )
     if not tree.exists():
         raise MeshwasmError(f"{tree}: no such file or directory", exit_code=ExitCode.NOT_FOUND)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    # Also when started in the background by a script, whose shell ignores SIGINT for it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    # SIGTERM stops `up` exactly like Ctrl-C (also when a script started it in the background, its
+    # shell ignoring SIGINT for it): recorded, then acted on where `up` checks (meshwasm.stopping).
+    stopping.install()
     started = time.monotonic()
     local = LocalGateway(options, ui.info)
     try:
@@ -117,6 +110,7 @@ def up(
     except KeyboardInterrupt:
         ui.info("stopping")
     finally:
+        stopping.begin_cleanup()  # a second signal must not cut the cleanup short
         local.stop()
 
 

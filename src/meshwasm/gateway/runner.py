@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from meshwasm import stopping
 from meshwasm.envoy import resources as r
 from meshwasm.envoy.runtime import FileXdsEnvoy
 from meshwasm.errors import MeshwasmError, UsageError
@@ -128,13 +129,18 @@ class LocalGateway:
         if self.options.push and not self.options.start_registry and not registries:
             raise UsageError("--push needs image references in the tree (oci://...)")
 
+        # A stop asked for meanwhile ends the start-up before the next process starts.
         if self.options.start_registry:
+            stopping.check()
             self._start_registry(registries)
         if self.options.push:
+            stopping.check()
             self._push(self.options.push, planning.oci_urls(istio_resources))
         if self.options.use_fetcher:
+            stopping.check()
             self._start_fetcher(registries, signature_rules)
         if upstream_plan.httpbin:
+            stopping.check()
             self.httpbin = HttpbinProcess(workdir=self.workdir / "httpbin", host="127.0.0.1")
             self.say(f"starting httpbin for {', '.join(upstream_plan.httpbin)}")
             self.httpbin.start()
@@ -151,6 +157,7 @@ class LocalGateway:
         self.agent = ModuleAgent(
             self.options.cache_dir / "agent", allowed_hosts=allowed, signature_policy=signature_policy
         )
+        stopping.check()
         self._start_envoy()
         self.apply(rendered, first=True)
         self._write_state()
@@ -241,6 +248,7 @@ class LocalGateway:
         secrets = [*pull_secrets.secrets_in(istio_resources.core), *self.given_secrets]
         files: dict[str, str] = {}
         for plugin in istio_resources.wasm_plugins:
+            stopping.check()
             key = plugin_key(plugin)
             # The URL istiod sends the agent (no scheme means oci://): the translator keys files by it.
             url = module_url(plugin)
@@ -345,6 +353,7 @@ class LocalGateway:
     def serve_forever(self, stop: Callable[[], bool] = lambda: False) -> None:
         last_poll = time.monotonic()
         while not stop():
+            stopping.check()
             time.sleep(0.25)
             self._keep_envoy_alive()
             if not self.options.watch:
