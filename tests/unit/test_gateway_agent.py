@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,14 @@ def test_hosts_off_the_allowlist_are_refused_without_a_connection(tmp_path: Path
     assert result.path is None
     assert "allowlist" in (result.error or "")
     assert not list((tmp_path / "cache").glob("*/*.wasm"))
+
+
+def test_a_file_url_naming_a_fifo_or_a_device_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """A FIFO would block the agent (and `up`) and /dev/zero never ends: regular files only."""
+    agent = ModuleAgent(tmp_path / "cache", allowed_hosts=[])
+    fifo = tmp_path / "m.wasm"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        result = agent.resolve(plugin(f"file://{path}"))
+        assert result.path is None
+        assert "not a regular file" in (result.error or ""), result.error

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -317,12 +318,19 @@ class ModuleAgent:
     @staticmethod
     def _local_file(name: str, url: str, path: Path, expect: str | None) -> Resolution:
         try:
-            data = path.read_bytes()
+            # A FIFO or device (/dev/zero) would block or never end: regular files only, streamed.
+            if not stat.S_ISREG(path.stat().st_mode):
+                return Resolution(name, url, None, None, error=f"{path} is not a regular file")
+            with path.open("rb") as handle:
+                head = handle.read(8)
+                if len(head) < 8 or not head.startswith(WASM_MAGIC):
+                    return Resolution(
+                        name, url, None, None, error=f"{path} is not a wasm module (no \\0asm header)"
+                    )
+                handle.seek(0)
+                digest = hashlib.file_digest(handle, "sha256").hexdigest()
         except OSError as exc:
             return Resolution(name, url, None, None, error=f"cannot read {path}: {exc.strerror}")
-        if len(data) < 8 or not data.startswith(WASM_MAGIC):
-            return Resolution(name, url, None, None, error=f"{path} is not a wasm module (no \\0asm header)")
-        digest = hashlib.sha256(data).hexdigest()
         if expect and digest != expect.lower():
             return Resolution(name, url, None, None, error=f"{path} has sha256 {digest}, expected {expect}")
         return Resolution(name, url, str(path), digest, checksum=digest)
