@@ -29,6 +29,8 @@ pytest_plugins = [
     "fixtures.istio_agent",
     "fixtures.file_server",
     "fixtures.signing",
+    "fixtures.differential",
+    "fixtures.corpus_modules",
 ]
 
 
