@@ -27,6 +27,8 @@ _AREAS = {
     "up": "meshwasm.gateway.cli",
     "inspect": "meshwasm.gateway.cli",
     "test-plugin": "meshwasm.host.cli",
+    "cluster": "meshwasm.engine.cli",
+    "apply": "meshwasm.kube.cli",
     "bench": "meshwasm.bench.cli",
 }
 

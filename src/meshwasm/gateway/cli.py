@@ -72,6 +72,13 @@ def up(
             "need a cosign signature by the key, in the wasmfetcher and the agent (docs/signing.md).",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="embedded (meshwasm's agent and file xDS) or istio (kube-apiserver, istiod, pilot-agent;"
+            " built by `make get-cluster`)."
+        ),
+    ] = "embedded",
 ) -> None:
     """Run the tree's gateway locally with real Envoy, wasmfetcher and httpbin, until Ctrl-C."""
     from meshwasm.gateway.runner import LocalGateway, UpOptions, default_cache_dir
@@ -96,11 +103,18 @@ def up(
     )
     if not tree.exists():
         raise MeshwasmError(f"{tree}: no such file or directory", exit_code=ExitCode.NOT_FOUND)
+    if engine not in ("embedded", "istio"):
+        raise MeshwasmError(f"--engine {engine!r}: choose embedded or istio", exit_code=ExitCode.USAGE)
     # SIGTERM stops `up` exactly like Ctrl-C (also when a script started it in the background, its
     # shell ignoring SIGINT for it): recorded, then acted on where `up` checks (meshwasm.stopping).
     stopping.install()
     started = time.monotonic()
-    local = LocalGateway(options, ui.info)
+    if engine == "istio":
+        from meshwasm.engine.runner import IstioGateway
+
+        local: LocalGateway = IstioGateway(options, ui.info)
+    else:
+        local = LocalGateway(options, ui.info)
     try:
         local.start()
         for line in local.ready_lines():
