@@ -22,8 +22,9 @@ from meshwasm.manifests import istio, tsb
 # What a config is written out as: the serializer of WasmPluginSpec.pluginConfig's type, so a
 # value JSON cannot hold comes out as the model's dump writes it (a non-finite float as null).
 _CONFIG_JSON = TypeAdapter(dict[str, Any])
-# Placeholders for the per-attachment fields of a spec template (replaced in every plugin).
+# The fields of a spec template each plugin fills in (its place is kept in the template).
 _SELECTOR, _CONFIG, _NAME = "selector", "pluginConfig", "pluginName"
+PLUGIN_HOLES = (_SELECTOR, _CONFIG, _NAME)
 
 
 def content_hash(spec: Mapping[str, Any]) -> str:
@@ -66,14 +67,15 @@ def wasm_plugin(
     template: Mapping[str, Any],
     *,
     metadata: dict[str, Any],
-    selector: Mapping[str, str],
+    selector: Mapping[str, Any],
     config: dict[str, Any],
 ) -> tuple[istio.WasmPlugin, dict[str, Any]]:
     """One attachment's WasmPlugin and its manifest. ``metadata`` is the manifest's (name,
     namespace, labels, annotations); its ``xcp.tetrate.io/contentHash`` annotation is set here,
-    in the place it already holds. An empty ``config`` is left out, as a null one is."""
+    in the place it already holds. ``selector`` is the written selector (``{"matchLabels": ...}``,
+    one object for all of a gateway's plugins). An empty ``config`` is left out, as a null one is."""
     spec = dict(template)
-    spec[_SELECTOR] = {"matchLabels": selector}
+    spec[_SELECTOR] = selector
     if config:
         spec[_CONFIG] = config
     else:

@@ -31,6 +31,7 @@ from typing import Any
 from meshwasm.manifests import core, istio, tsb
 from meshwasm.manifests.base import ObjectMeta, Resource
 from meshwasm.manifests.bulk import fewer_collections
+from meshwasm.manifests.crd_families import SpecFamily
 from meshwasm.manifests.loader import LoadedTree
 from meshwasm.manifests.problems import Problem
 from meshwasm.translate import emitted
@@ -96,13 +97,14 @@ class _Context:
         self.warnings: list[Problem] = []
         self.extensions: dict[str, tsb.WasmExtension] = {}
         self.schemas: dict[int, ConfigSchema | None] = {}
-        self.templates: dict[str, dict[str, Any]] = {}
+        # Per extension: what its WasmPlugins share, and the family that checks them.
+        self.templates: dict[str, tuple[dict[str, Any], SpecFamily]] = {}
         self.emitted: dict[tuple[str, str, str], str] = {}
         self.groups: dict[tuple[str | None, str | None, str | None, str], tsb.GatewayGroup] = {}
         self.services: dict[str, core.Service] = {}
         self.tenants: set[tuple[str | None, str]] = set()
         # Each emitted resource with the gateway and the part of it (attachment, server) it came from.
-        self.origins: list[tuple[Resource, dict[str, Any], tsb.Gateway, _Origin]] = []
+        self.origins: list[tuple[Resource, dict[str, Any], tsb.Gateway, _Origin, SpecFamily | None]] = []
         self.workspaces: set[tuple[str | None, str | None, str]] = set()
         for r in resources:
             if isinstance(r, tsb.WasmExtension):
@@ -204,7 +206,7 @@ class _Context:
                     )
                     out.virtual_services.append(virtual_service)
                     self.emit(virtual_service, gw, _Origin(server=index))
-        selector = dict(gw.spec.workload_selector.labels)
+        selector = {"matchLabels": dict(gw.spec.workload_selector.labels)}
         for index, (path, attachment) in enumerate(gw.attachments()):
             extension = self.attached_extension(gw, path, attachment)
             if extension is None:
@@ -221,11 +223,12 @@ class _Context:
                 # The content hash is filled in once the spec is whole; its place is kept.
                 "annotations": {**base_annotations, ANN_CONTENT_HASH: "", ANN_EXTENSION: extension.fqn},
             }
+            template, family = self.spec_template(extension)
             plugin, manifest = emitted.wasm_plugin(
-                self.spec_template(extension), metadata=metadata, selector=selector, config=config
+                template, metadata=metadata, selector=selector, config=config
             )
             out.wasm_plugins.append(plugin)
-            self.origins.append((plugin, manifest, gw, _Origin(attachment=path, extension=extension)))
+            self.origins.append((plugin, manifest, gw, _Origin(attachment=path, extension=extension), family))
 
     def emit(self, resource: Resource, gw: tsb.Gateway, origin: _Origin) -> None:
         """Seal an emitted resource: its content hash (of the spec as written out), and the manifest
@@ -234,7 +237,7 @@ class _Context:
         content_hash = emitted.content_hash(manifest.get("spec", {}))
         resource.metadata.annotations[ANN_CONTENT_HASH] = content_hash
         manifest["metadata"]["annotations"][ANN_CONTENT_HASH] = content_hash
-        self.origins.append((resource, manifest, gw, origin))
+        self.origins.append((resource, manifest, gw, origin, None))
 
     def check_emitted(self) -> None:
         """Refuse what a Kubernetes API server would refuse in the emitted resources (names and
@@ -242,9 +245,9 @@ class _Context:
         from meshwasm.manifests import names
         from meshwasm.manifests.crd_validation import validate_manifest
 
-        for resource, manifest, gw, origin in self.origins:
+        for resource, manifest, gw, origin, family in self.origins:
             refusals = names.metadata_errors(resource.group, resource.kind, manifest["metadata"])
-            refusals.extend(validate_manifest(manifest))
+            refusals.extend(family.errors(manifest) if family is not None else validate_manifest(manifest))
             for refusal in refusals:
                 source, path = origin.source_of(refusal.path, gw)
                 where = source.where(path)
@@ -420,13 +423,15 @@ class _Context:
             )
         return None if violations else config
 
-    def spec_template(self, extension: tsb.WasmExtension) -> dict[str, Any]:
-        """What every WasmPlugin of ``extension`` shares (emitted.spec_template), made once."""
-        template = self.templates.get(extension.fqn)
-        if template is None:
+    def spec_template(self, extension: tsb.WasmExtension) -> tuple[dict[str, Any], SpecFamily]:
+        """What every WasmPlugin of ``extension`` shares (emitted.spec_template), made once, and
+        the family that checks those plugins against the CRD (its holes: what each fills in)."""
+        found = self.templates.get(extension.fqn)
+        if found is None:
             url = fetcher_url(extension.spec.module_url, self.fetcher_base)
-            template = self.templates[extension.fqn] = emitted.spec_template(extension, url)
-        return template
+            family = SpecFamily(istio.WASM_API_VERSION, "WasmPlugin", emitted.PLUGIN_HOLES)
+            found = self.templates[extension.fqn] = (emitted.spec_template(extension, url), family)
+        return found
 
 
 def _attachment_subject(gw: tsb.Gateway, path: str, attachment: tsb.Attachment) -> str:
