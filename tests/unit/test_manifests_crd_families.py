@@ -10,7 +10,13 @@ import pytest
 from meshwasm.manifests import crd_families
 from meshwasm.manifests.cel import compile_rule
 from meshwasm.manifests.crd_families import SpecFamily
-from meshwasm.manifests.crd_validation import SchemaValidator, cel_type, validate_manifest
+from meshwasm.manifests.crd_validation import (
+    SchemaValidator,
+    _Errors,
+    cel_type,
+    validate_manifest,
+    validator_for,
+)
 
 API, KIND = "extensions.istio.io/v1alpha1", "WasmPlugin"
 HOLES = ("selector", "pluginConfig", "pluginName")
@@ -184,3 +190,25 @@ def test_cel_rule_presence_fields_are_told_from_value_fields():
     ]
     for value, verdict in cases:
         assert (rule.failure(value) is not None) == (verdict == "fail"), value
+
+
+@pytest.mark.parametrize("hole", HOLES)
+@pytest.mark.parametrize(
+    "value",
+    [
+        {},
+        {"a": [1, {"b": None}]},
+        {"matchLabels": {"app": "x"}},
+        {"matchLabels": {"app": "x*"}},
+        "p",
+        7,
+        None,
+        [1],
+    ],
+)
+def test_a_nodes_shortcut_verdict_is_its_full_checks(hole, value):
+    spec = validator_for(API, KIND).root.child("spec")
+    node = spec.child(hole)
+    full = _Errors()
+    node.check(value, ("spec", hole), full)
+    assert node.accepts(value, ("spec", hole)) == (not full.found)
