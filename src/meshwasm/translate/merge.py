@@ -44,9 +44,13 @@ def _fresh(value: Any, *, drop_nulls: bool = False) -> Any:
     """A copy of a JSON-like value sharing nothing mutable with it (cheaper than copy.deepcopy:
     no memo, since values read from YAML or JSON have no cycles). With ``drop_nulls``, nulls in
     mappings are dropped (a merge patch's nulls mean "absent"); a list is a value, kept whole."""
-    if type(value) in _SCALARS:
+    kind = type(value)
+    if kind in _SCALARS:
         return value
-    if isinstance(value, Mapping):
+    if kind is list:
+        return [_fresh(v) for v in value]
+    # Exact types first: an isinstance test against the Mapping ABC costs more than the copy.
+    if kind is dict or isinstance(value, Mapping):
         return {
             k: _fresh(v, drop_nulls=drop_nulls) for k, v in value.items() if not (drop_nulls and v is None)
         }
