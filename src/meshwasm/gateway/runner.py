@@ -29,7 +29,8 @@ from meshwasm.envoy.runtime import FileXdsEnvoy
 from meshwasm.errors import MeshwasmError, UsageError
 from meshwasm.fetcher.process import FetcherProcess
 from meshwasm.gateway import plan as planning
-from meshwasm.gateway.agent import ModuleAgent, pull_policy
+from meshwasm.gateway.agent import ModuleAgent, Resolution, pull_policy
+from meshwasm.gateway.doctor import up_record
 from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.manifests import istio, load
 from meshwasm.net import free_port, port_in_use
@@ -96,6 +97,7 @@ class LocalGateway:
         self.envoy_restarts = 0
         self.reported_errors: set[str] = set()
         self.applied_filters: set[str] = set()  # ECDS filters this Envoy serves some config for
+        self.resolutions: dict[str, Resolution] = {}  # the agent's last word per plugin (for doctor)
 
     # ----- rendering (no side effects)
 
@@ -232,6 +234,7 @@ class LocalGateway:
     def resolve_modules(self, istio_resources: IstioResources, *, changed: set[str]) -> dict[str, str]:
         assert self.agent is not None
         files: dict[str, str] = {}
+        self.resolutions = {}
         for original in istio_resources.wasm_plugins:
             key = f"{original.namespace}/{original.name}"
             url = module_url(original)
@@ -242,6 +245,7 @@ class LocalGateway:
             started = time.monotonic()
             self.say(f"resolving module for {key}: {url}")
             result = self.agent.resolve(plugin, force=force)
+            self.resolutions[key] = result
             if result.path:
                 files[url] = result.path
                 how = "fetched" if result.fetched else "cached"
@@ -289,6 +293,8 @@ class LocalGateway:
         for stale in old_filters - keep:
             stale.unlink(missing_ok=True)
         self.current = rendered
+        if not first:
+            self._write_state()  # what doctor reads: the agent's results of this apply
 
     def _plugin_failed_in_envoy(self, istio_resources: IstioResources, typed: dict[str, Any]) -> None:
         """Envoy rejected a Wasm filter (its module refused to start, usually a bad config).
@@ -430,6 +436,13 @@ class LocalGateway:
             "hostnames": self.workload.hostnames if self.workload else [],
             "fetcher": self.fetcher.url if self.fetcher else None,
             "workdir": str(self.workdir),
+            "doctor": up_record(
+                self.resolutions.values(),
+                envoy_log=self.envoy.process.log_path,
+                tree=self.options.tree,
+                labels=self.workload.labels if self.workload else {},
+                namespace=self.workload.namespace if self.workload else None,
+            ),
         }
         for path in filter(None, [self.options.state_file, state_path()]):
             path.parent.mkdir(parents=True, exist_ok=True)
