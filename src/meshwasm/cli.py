@@ -26,6 +26,7 @@ _AREAS = {
     "render": "meshwasm.translate.cli",
     "up": "meshwasm.gateway.cli",
     "inspect": "meshwasm.gateway.cli",
+    "doctor": "meshwasm.gateway.cli",
     "test-plugin": "meshwasm.host.cli",
     "bench": "meshwasm.bench.cli",
 }
