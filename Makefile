@@ -24,9 +24,10 @@ GO_SOURCES   := $(wildcard $(PLUGIN_DIR)/*.go) $(PLUGIN_DIR)/go.mod $(PLUGIN_DIR
 ZIG_SOURCES  := $(wildcard $(ZIG_PLUGIN_DIR)/src/*.zig) $(ZIG_PLUGIN_DIR)/build.zig
 PYTEST_ARGS  ?=
 
-.PHONY: get get-oracle get-cosign build test test-go test-py lint clean bench bench-fetcher bench-fetcher-hostile bench-gateway demo crds
+.PHONY: get get-oracle get-cosign build test test-go test-py lint clean bench bench-fetcher bench-fetcher-hostile \
+	bench-gateway demo crds corpus corpus-deps
 
-get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP) get-oracle get-cosign
+get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP) get-oracle get-cosign corpus-deps
 
 # Istio's own code as a library (oracle/istio, pinned in its go.mod): the fidelity tests' oracle.
 # A cold build compiles much of Istio (about 5.5 minutes on 2 cores); Go's build cache makes the
@@ -37,6 +38,22 @@ get-oracle: $(ISTIO_ORACLE)
 $(ISTIO_ORACLE): $(ORACLE_SOURCES)
 	@mkdir -p build
 	cd oracle/istio && go build -trimpath -o $(CURDIR)/$@.tmp . && mv $(CURDIR)/$@.tmp $(CURDIR)/$@
+
+# The plugin corpus (tests/fixtures/corpus, docs/host-corpus.md): AssemblyScript from npm, pinned
+# in its package-lock.json, and Rust's wasm32-wasip1 target.
+CORPUS_AS_DIR    := tests/fixtures/corpus/assemblyscript
+CORPUS_NPM_STAMP := $(CORPUS_AS_DIR)/node_modules/.meshwasm-npm-ci
+corpus-deps: $(CORPUS_NPM_STAMP)
+	@if command -v rustup >/dev/null; then \
+		rustup target list --installed | grep -qx wasm32-wasip1 || rustup target add wasm32-wasip1; fi
+$(CORPUS_NPM_STAMP): $(CORPUS_AS_DIR)/package.json $(CORPUS_AS_DIR)/package-lock.json
+	cd $(CORPUS_AS_DIR) && npm ci --no-audit --no-fund
+	@touch $@
+
+# Every corpus module into build/corpus/, rebuilt only when its sources or toolchain change. The
+# first zig builds on a machine compile wasi-libc and libc++ into Zig's cache (minutes, once).
+corpus: $(STAMP) corpus-deps
+	$(BIN)/python tests/fixtures/corpus/build.py
 
 # The real cosign CLI (sigstore's Go module, built from source) for the signing interop tests:
 # meshwasm's signatures must verify with it and its signatures with meshwasm. A cold build
@@ -95,7 +112,7 @@ test-go: $(GO_WASM)
 	cd $(PLUGIN_DIR) && ADD_HEADER_WASM=$(CURDIR)/$(GO_WASM) go test -count=1 ./...
 
 # The Python tests run over both implementations (tests/conftest.py).
-test-py: get $(GO_WASM) $(ZIG_WASM) $(WASM)
+test-py: get corpus $(GO_WASM) $(ZIG_WASM) $(WASM)
 	MESHWASM_ADD_HEADER_GO_WASM=$(CURDIR)/$(GO_WASM) MESHWASM_ADD_HEADER_ZIG_WASM=$(CURDIR)/$(ZIG_WASM) \
 		MESHWASM_ADD_HEADER_WASM=$(CURDIR)/$(WASM) $(BIN)/pytest $(PYTEST_ARGS)
 

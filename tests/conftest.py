@@ -27,6 +27,8 @@ pytest_plugins = [
     "fixtures.host_modules",
     "fixtures.oracle",
     "fixtures.signing",
+    "fixtures.differential",
+    "fixtures.corpus_modules",
 ]
 
 

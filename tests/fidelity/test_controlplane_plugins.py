@@ -29,7 +29,7 @@ from oracle_controlplane import (
 )
 
 from fixtures.oracle import IstioOracle, OracleFailed
-from meshwasm.translate import TranslationError
+from meshwasm.manifests.problems import ManifestError
 
 GW_NS = "web"  # sorts after the root namespace: the order of namespaces is not alphabetical
 ROOT_NS = "istio-system"
@@ -548,5 +548,8 @@ def test_a_url_scheme_istio_refuses_is_refused(istio_oracle: IstioOracle, tmp_pa
     )
     with pytest.raises(OracleFailed, match="unsupported scheme: localhost"):
         ask_oracle(istio_oracle, gateway_case)
-    with pytest.raises(TranslationError, match="url scheme 'localhost' is not one Istio accepts"):
-        translate(gateway_case, load_istio(gateway_case, tmp_path))
+    # meshwasm refuses it as early as a cluster would: the WasmPlugin CRD's own CEL rule
+    # (evaluated at load, as the API server does) refuses it before any translation.
+    refused = r"spec\.url: .*url must have schema one of \[http, https, file, oci\]"
+    with pytest.raises(ManifestError, match=refused):
+        load_istio(gateway_case, tmp_path)

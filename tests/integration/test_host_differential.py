@@ -1,11 +1,5 @@
-"""Differential suite: the same exchanges through meshwasm's host and through the real Envoy.
-
-Envoy side: one listener per case on the session's Envoy, in front of the real
-httpbin (or direct_response routes). Host side: the same request into
-``Plugin.http_stream()``, with the upstream played by the same httpbin (requests
-the plugin let through, and its HTTP callouts, are sent there for real). Each
-test asserts both sides agree on what matters: status, the headers and bodies
-the plugin touched, local replies, and the plugin's log lines.
+"""Differential suite: the same exchanges through meshwasm's host and through the real Envoy
+(the harness: tests/fixtures/differential.py).
 
 Modules: add-header (each implementation), the SDK-example module
 (tests/fixtures/sdk_examples; root_id picks the example), and two WAT fixtures.
@@ -14,195 +8,21 @@ One Wasm VM per module in Envoy (vm_id per module), so each compiles once.
 
 from __future__ import annotations
 
-import itertools
 import json
-import re
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlencode
 
-import httpx
 import pytest
 
+from fixtures.differential import AUTHORITY, Request, messages, next_name
 from meshwasm.envoy import resources as r
-from meshwasm.envoy.runtime import FileXdsEnvoy
-from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.host import HeaderMap, Plugin, PluginStartError, PluginTrap
-from meshwasm.net import free_port, wait_until
+from meshwasm.net import wait_until
 
 pytestmark = pytest.mark.envoy
 
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACT = json.loads((ROOT / "plugins" / "add-header" / "testdata" / "contract.json").read_text())
-AUTHORITY = "diff.example"
-_LOG_LINE = re.compile(r"\]\[(\w+)\]\[wasm\] \[[^\]]*\] wasm log (.*?): (.*)$")
-_names = itertools.count()
-
-
-@dataclass
-class Request:
-    method: str = "GET"
-    path: str = "/get"
-    headers: list[tuple[str, str]] = field(default_factory=list)
-    body: bytes | None = None
-    authority: str = AUTHORITY
-
-
-@dataclass
-class Outcome:
-    status: int
-    headers: HeaderMap
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-Upstream = Callable[[HeaderMap, bytes], tuple[int, list[tuple[str, str]], bytes]]
-
-
-class Differential:
-    """Serves a plugin on Envoy and in the host, and runs requests through both."""
-
-    def __init__(self, envoy: FileXdsEnvoy, httpbin: HttpbinProcess):
-        self.envoy = envoy
-        self.httpbin = httpbin
-        self.client = httpx.Client(timeout=30)
-        envoy.upsert_cluster(r.static_cluster("httpbin", httpbin.host, httpbin.port))
-
-    # -- Envoy ---------------------------------------------------------------------------------
-    def serve(
-        self,
-        wasm: Path,
-        *,
-        root_id: str,
-        vm_id: str,
-        config: Any = None,
-        virtual_hosts: list[dict[str, Any]] | None = None,
-        expect_rejected: bool = False,
-    ) -> int:
-        name = f"hostdiff_{next(_names)}"
-        filter_name = f"hostdiff.{name}"
-        configuration = config if config is None or isinstance(config, str) else json.dumps(config)
-        self.envoy.set_filter(
-            r.typed_extension_config(
-                filter_name,
-                r.wasm_filter_config(
-                    name=filter_name,
-                    root_id=root_id,
-                    filename=str(wasm),
-                    configuration=configuration,
-                    vm_id=vm_id,
-                ),
-            )
-        )
-        port = free_port()
-        vhosts = virtual_hosts or [r.virtual_host("httpbin", ["*"], [r.route_to_cluster("/", "httpbin")])]
-        timeout = "2s" if expect_rejected else "0s"
-        self.envoy.upsert_listener(
-            r.http_listener(
-                name=name,
-                address="127.0.0.1",
-                port=port,
-                virtual_hosts=vhosts,
-                http_filters=[
-                    r.ecds_http_filter(
-                        filter_name, self.envoy.xds.ecds_source(filter_name, initial_fetch_timeout=timeout)
-                    )
-                ],
-            )
-        )
-
-        # Compiling a Go module keeps Envoy's main thread (and admin) busy for seconds: retry.
-        def active() -> bool:
-            try:
-                return self.envoy.listener_states().get(name) == "active"
-            except httpx.HTTPError:
-                return False
-
-        assert wait_until(active, timeout=180, interval=0.2, alive=self.envoy.process.alive), (
-            f"listener {name} not active; Envoy log tail:\n{self.envoy.process.log_tail()}"
-        )
-        return port
-
-    def via_envoy(self, port: int, request: Request) -> Outcome:
-        response = self.client.request(
-            request.method,
-            f"http://127.0.0.1:{port}{request.path}",
-            headers=[("host", request.authority), *request.headers],
-            content=request.body,
-        )
-        return Outcome(response.status_code, HeaderMap(response.headers.multi_items()), response.content)
-
-    def envoy_logs(self, root_id: str) -> list[tuple[str, str]]:
-        """(level, message) of every wasm log line whose prefix names ``root_id``."""
-        out = []
-        for line in self.envoy.process.log_lines("wasm log"):
-            match = _LOG_LINE.search(line)
-            if match and root_id in match.group(2).split():
-                out.append((match.group(1).replace("warning", "warn"), match.group(3)))
-        return out
-
-    def wait_envoy_log(self, root_id: str, message: str, count: int = 1) -> list[tuple[str, str]]:
-        wait_until(lambda: sum(m == message for _, m in self.envoy_logs(root_id)) >= count, timeout=10)
-        return self.envoy_logs(root_id)
-
-    # -- host -------------------------------------------------------------------------------------
-    def httpbin_upstream(self, headers: HeaderMap, body: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
-        plain = [(n, v) for n, v in headers.pairs() if not n.startswith(":") and n != "host"]
-        response = self.client.request(
-            headers.first(":method") or "GET",
-            f"{self.httpbin.url}{headers.first(':path')}",
-            headers=[("host", headers.first(":authority") or AUTHORITY), *plain],
-            content=body or None,
-        )
-        return response.status_code, response.headers.multi_items(), response.content
-
-    def answer_callouts(self, plugin: Plugin) -> None:
-        while plugin.pending_http_calls:
-            call = plugin.pending_http_calls[0]
-            assert call.upstream == "httpbin"
-            status, headers, body = self.httpbin_upstream(call.headers, call.body)
-            call.respond(status, headers, body)
-
-    def via_host(self, plugin: Plugin, request: Request, upstream: Upstream | None = None) -> Outcome:
-        upstream = upstream or self.httpbin_upstream
-        stream = plugin.http_stream()
-        headers = [(":authority", request.authority), (":path", request.path), (":method", request.method)]
-        headers += [(":scheme", "http"), *request.headers]
-        if request.body is not None:
-            headers.append(("content-length", str(len(request.body))))
-        stream.send_request_headers(headers, end_of_stream=request.body is None)
-        self.answer_callouts(plugin)
-        if request.body is not None and stream.local_response is None:
-            stream.send_request_body(request.body, end_of_stream=True)
-            self.answer_callouts(plugin)
-        if stream.local_response is None:
-            assert not stream.request_paused, "the plugin left the request paused"
-            status, response_headers, body = upstream(stream.request_headers, stream.request_body)
-            stream.send_response_headers(
-                [(":status", str(status)), *response_headers], end_of_stream=not body
-            )
-            if body:
-                stream.send_response_body(body, end_of_stream=True)
-        stream.complete()
-        local = stream.local_response
-        if local is not None:
-            return Outcome(local.status, local.headers, local.body)
-        return Outcome(int(stream.response_headers[":status"]), stream.response_headers, stream.response_body)
-
-
-@pytest.fixture(scope="module")
-def diff(envoy: FileXdsEnvoy, httpbin: HttpbinProcess) -> Iterator[Differential]:
-    differential = Differential(envoy, httpbin)
-    yield differential
-    differential.client.close()
-
-
-def messages(logs: list[tuple[str, str]]) -> list[str]:
-    return [message for _, message in logs]
 
 
 # -- add-header: the contract's valid cases, and a refused configuration ---------------------------------
@@ -248,7 +68,7 @@ def test_add_header_contract(diff, add_header_wasm, case):
 
 def test_add_header_refused_configuration(diff, add_header_wasm):
     case = CONTRACT["invalid"][4]  # unknown key (typo)
-    root_id = f"add-header-bad-{next(_names)}"
+    root_id = f"add-header-bad-{next_name()}"
     diff.serve(
         add_header_wasm,
         root_id=root_id,
@@ -268,7 +88,7 @@ def test_add_header_refused_configuration(diff, add_header_wasm):
 
 def test_headers_example(diff, sdk_examples_wasm):
     config = {"header": "x-configured", "value": "from-config"}
-    root_id = f"headers/{next(_names)}"
+    root_id = f"headers/{next_name()}"
     port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples", config=config)
     plugin = Plugin.load(sdk_examples_wasm, config=config, root_id=root_id)
     request = Request(path="/headers", headers=[("test", "worst")])
@@ -298,7 +118,7 @@ def test_headers_example(diff, sdk_examples_wasm):
     ],
 )
 def test_body_example_rewrites_the_request_body(diff, sdk_examples_wasm, operation, expected):
-    root_id = f"body/{next(_names)}"
+    root_id = f"body/{next_name()}"
     port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
     plugin = Plugin.load(sdk_examples_wasm, root_id=root_id)
     request = Request(
@@ -310,7 +130,7 @@ def test_body_example_rewrites_the_request_body(diff, sdk_examples_wasm, operati
 
 
 def test_body_example_response_side_and_local_replies(diff, sdk_examples_wasm):
-    root_id = f"body/{next(_names)}"
+    root_id = f"body/{next_name()}"
     port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
     plugin = Plugin.load(sdk_examples_wasm, root_id=root_id)
     on_response = Request(
@@ -326,7 +146,7 @@ def test_body_example_response_side_and_local_replies(diff, sdk_examples_wasm):
         == (400, b"content must be provided")
     )
 
-    echo_root = f"body/{next(_names)}"
+    echo_root = f"body/{next_name()}"
     port = diff.serve(sdk_examples_wasm, root_id=echo_root, vm_id="sdk-examples", config="echo")
     echo = Plugin.load(sdk_examples_wasm, root_id=echo_root, config="echo")
     request = Request(method="POST", path="/anything", body=b"say it back")
@@ -337,7 +157,7 @@ def test_body_example_response_side_and_local_replies(diff, sdk_examples_wasm):
 @pytest.mark.parametrize(("dice", "expected"), [("2", "canary"), ("3", "primary")])
 def test_routing_example(diff, sdk_examples_wasm, dice, expected):
     routes_by_authority = {AUTHORITY: "primary", f"{AUTHORITY}-canary": "canary"}
-    root_id = f"routing/{next(_names)}"
+    root_id = f"routing/{next_name()}"
     # One virtual host per authority, each answering with its own name.
     virtual_hosts = [
         r.virtual_host(body, [authority], [r.direct_response_route("/", 200, body)])
@@ -359,7 +179,7 @@ def test_routing_example(diff, sdk_examples_wasm, dice, expected):
 
 def test_json_validation_example(diff, sdk_examples_wasm):
     config = {"requiredKeys": ["id", "name"]}
-    root_id = f"json_validation/{next(_names)}"
+    root_id = f"json_validation/{next_name()}"
     port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples", config=config)
     plugin = Plugin.load(sdk_examples_wasm, root_id=root_id, config=config)
     json_type = [("content-type", "application/json")]
@@ -394,8 +214,8 @@ def test_json_validation_example(diff, sdk_examples_wasm):
 
 
 def test_metrics_example(diff, sdk_examples_wasm):
-    root_id = f"metrics/{next(_names)}"
-    tag = f"d{next(_names)}"  # metric names are process-wide in Envoy: keep this test's own
+    root_id = f"metrics/{next_name()}"
+    tag = f"d{next_name()}"  # metric names are process-wide in Envoy: keep this test's own
     port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
     plugin = Plugin.load(sdk_examples_wasm, root_id=root_id)
     for value in (f"{tag}a", f"{tag}b", f"{tag}a"):
@@ -414,7 +234,7 @@ def test_metrics_example(diff, sdk_examples_wasm):
 
 
 def test_shared_data_example(diff, sdk_examples_wasm):
-    root_id = f"shared_data/{next(_names)}"
+    root_id = f"shared_data/{next_name()}"
     port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
     plugin = Plugin.load(sdk_examples_wasm, root_id=root_id)
     for _ in range(3):
@@ -430,7 +250,7 @@ def test_shared_data_example(diff, sdk_examples_wasm):
     ("path", "status", "body"), [("/status/200", 200, b""), ("/status/418", 403, b"access forbidden")]
 )
 def test_http_callout_example(diff, sdk_examples_wasm, path, status, body):
-    root_id = f"http_callout/{next(_names)}"
+    root_id = f"http_callout/{next_name()}"
     port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
     plugin = Plugin.load(sdk_examples_wasm, root_id=root_id, clusters=["httpbin"])
     by_envoy, by_host = diff.via_envoy(port, Request(path=path)), diff.via_host(plugin, Request(path=path))
@@ -447,8 +267,8 @@ def test_http_callout_example(diff, sdk_examples_wasm, path, status, body):
 
 def test_command_module(diff, host_wat_modules):
     wasm = host_wat_modules["command_malloc"]
-    root_id = f"command/{next(_names)}"
-    port = diff.serve(wasm, root_id=root_id, vm_id=f"command-{next(_names)}", config="configured by test")
+    root_id = f"command/{next_name()}"
+    port = diff.serve(wasm, root_id=root_id, vm_id=f"command-{next_name()}", config="configured by test")
     plugin = Plugin.load(wasm, root_id=root_id, config="configured by test")
     request = Request(path="/headers")
     by_envoy, by_host = diff.via_envoy(port, request), diff.via_host(plugin, request)
@@ -462,8 +282,8 @@ def test_command_module(diff, host_wat_modules):
 
 def test_lifecycle_statuses_and_trap_match_envoy(diff, host_wat_modules):
     wasm = host_wat_modules["faults"]
-    root_id = f"faults/{next(_names)}"
-    port = diff.serve(wasm, root_id=root_id, vm_id=f"faults-{next(_names)}")
+    root_id = f"faults/{next_name()}"
+    port = diff.serve(wasm, root_id=root_id, vm_id=f"faults-{next_name()}")
     plugin = Plugin.load(wasm, root_id=root_id)
     stream = plugin.http_stream()
     stream.send_request_headers({":path": "/anything", ":method": "POST"})

@@ -280,7 +280,8 @@ def test_config_schema_annotations_are_checked_at_load(tmp_path):
     found = {(Path(p.file or "").name, p.line): p.message for p in caught.value.problems}
     assert set(found) == {("a.yaml", 7), ("b.yaml", 7), ("c.yaml", 7)}
     assert "not valid JSON" in found[("a.yaml", 7)]
-    assert "cannot read the config schema" in found[("b.yaml", 7)]
+    assert "the config schema" in found[("b.yaml", 7)]
+    assert "does not exist" in found[("b.yaml", 7)]
     assert "not a valid JSON Schema" in found[("c.yaml", 7)]
 
 

@@ -82,3 +82,57 @@ def test_seed_form_extension_with_list_form_attachment_merges_into_a_valid_confi
     assert validate_config(schema, merge_config(extension, attachment))
     attachment_with_nulls = {**attachment, "header": None, "value": None}
     assert validate_config(schema, merge_config(extension, attachment_with_nulls)) == []
+
+
+def test_the_fast_check_agrees_with_jsonschema(schema, contract):
+    """jsonschema-rs decides validity at render (jsonschema only words refusals): on the contract's
+    configs and thousands of mutations of them, both must say the same."""
+    import random
+
+    import jsonschema
+
+    from meshwasm.translate.config_schema import ConfigSchema
+
+    compiled = ConfigSchema(schema)
+    assert compiled._fast is not None
+    reference = jsonschema.validators.validator_for(schema)(schema)
+    rng = random.Random(20260827)
+    alphabet = ["a", "Z", "0", "-", "_", ":", " ", "\r", "\n", "\x00", "é", "~", "!", "\u2028", "/", "{"]
+    pieces: list = [None, 1, 1.5, True, "", "x", [], {}, "request", "response", "add", "set", "sideways"]
+    configs = [c for c in (_parsed(case["config"]) for case in contract["valid"] + contract["invalid"]) if c]
+
+    def mutate(value):
+        if isinstance(value, dict) and value and rng.random() < 0.7:
+            key = rng.choice(sorted(value))
+            out = dict(value)
+            roll = rng.random()
+            if roll < 0.3:
+                out[key] = mutate(out[key])
+            elif roll < 0.5:
+                out.pop(key)
+            elif roll < 0.7:
+                out[rng.choice(["header", "value", "path", "action", "headers", "extra"])] = rng.choice(
+                    pieces
+                )
+            else:
+                out[key] = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+            return out
+        if isinstance(value, list) and value and rng.random() < 0.7:
+            index = rng.randrange(len(value))
+            return [*value[:index], mutate(value[index]), *value[index + 1 :]]
+        return rng.choice([*pieces, "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))])
+
+    checked = valid = 0
+    for _ in range(3000):
+        config = mutate(rng.choice(configs))
+        fast = compiled._fast.is_valid(config)
+        assert fast == reference.is_valid(config), config
+        checked += 1
+        valid += fast
+    assert 0 < valid < checked  # both verdicts were exercised
+
+
+def test_the_trees_copy_of_the_schema_is_the_plugins(repo_root):
+    """tsb/ carries the plugin's schema (a tree reads only files inside itself): the same bytes."""
+    plugin = (repo_root / "plugins/add-header/config.schema.json").read_bytes()
+    assert (repo_root / "tsb/add-header.config.schema.json").read_bytes() == plugin

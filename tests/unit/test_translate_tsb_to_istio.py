@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import copy
+import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -243,7 +244,11 @@ spec:
 
 
 def _rich_tree(tmp_path: Path, *, tenant: str = "edge", gateway_extra: str = "") -> Path:
-    schema = Path(__file__).resolve().parents[2] / "plugins/add-header/config.schema.json"
+    # The tree carries its schema (a tree reads only files inside itself).
+    schema = "config.schema.json"
+    shutil.copy(
+        Path(__file__).resolve().parents[2] / "plugins/add-header/config.schema.json", tmp_path / schema
+    )
     docs = [
         HEADER.format(
             name="first",

@@ -379,6 +379,13 @@ class LocalGateway:
             # Remember the bad signature so the same error is not printed every tick.
             self.current = Rendered(self.current.istio, tree_signature(self.options.tree))
             return
+        except Exception as exc:  # a serving gateway outlives any tree, even one that finds a bug
+            self.say(
+                f"edit rejected, previous config keeps serving: rendering failed unexpectedly"
+                f" ({type(exc).__name__}: {exc}); this is a meshwasm bug, please report it with the tree"
+            )
+            self.current = Rendered(self.current.istio, tree_signature(self.options.tree))
+            return
         changed = _changed_plugins(self.current.istio, rendered.istio)
         try:
             self.apply(rendered, changed=changed)
@@ -478,13 +485,23 @@ def state_path() -> Path:
 
 
 def tree_signature(root: Path) -> str:
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    """What changes when the tree is edited: every entry's path, type, mtime and size, from
+    ``lstat`` alone (nothing is opened, so a FIFO or device put in the tree cannot block the watch;
+    symlinks are not followed, so a link leading out or round in a loop is listed, not walked)."""
     parts = []
-    for path in files:
+    try:
+        entries = [root] if not root.is_dir() else [root, *sorted(root.rglob("*"))]
+    except OSError as exc:
+        return f"unreadable: {exc}"
+    for path in entries[:_SIGNATURE_MAX_ENTRIES]:
         with contextlib.suppress(OSError):
-            stat = path.stat()
-            parts.append(f"{path}:{stat.st_mtime_ns}:{stat.st_size}")
+            info = path.lstat()
+            parts.append(f"{path}:{info.st_mode:o}:{info.st_mtime_ns}:{info.st_size}")
     return "\n".join(parts)
+
+
+# Entries the watch compares (a tree past this is refused by the loader long before).
+_SIGNATURE_MAX_ENTRIES = 200_000
 
 
 def _changed_plugins(old: IstioResources, new: IstioResources) -> set[str]:

@@ -7,6 +7,7 @@ in Kubernetes' order (apiVersion, kind, metadata, spec) without empty fields.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -49,7 +50,7 @@ class Resource(OpenModel):
     kind: str
     metadata: ObjectMeta
     _source: SourceRef | None = PrivateAttr(default=None)
-    _lines: dict[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+    _lines: Mapping[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
 
     @property
     def source(self) -> SourceRef | None:
@@ -57,11 +58,11 @@ class Resource(OpenModel):
         return self._source
 
     def with_source(
-        self, source: SourceRef | None, lines: dict[tuple[str | int, ...], int] | None = None
+        self, source: SourceRef | None, lines: Mapping[tuple[str | int, ...], int] | None = None
     ) -> Resource:
         """Record where this resource was read (and the line of each field, for messages)."""
         self._source = source
-        self._lines = dict(lines or {})
+        self._lines = lines if lines is not None else {}
         return self
 
     def where(self, path: tuple[str | int, ...] = ()) -> SourceRef | None:

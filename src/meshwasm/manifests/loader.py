@@ -13,6 +13,7 @@ each naming the file, the line and the field.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections.abc import Iterator
@@ -23,16 +24,26 @@ from typing import Any, TypeVar
 import jsonschema
 from pydantic import ValidationError
 
+from meshwasm.manifests import names
 from meshwasm.manifests.base import Passthrough, Resource
+from meshwasm.manifests.bulk import fewer_collections
+from meshwasm.manifests.field_errors import FieldError
 from meshwasm.manifests.kinds import CLUSTER_SCOPED_KINDS, group_of, model_for
 from meshwasm.manifests.problems import ManifestError, Problem, SourceRef
+from meshwasm.manifests.treefs import TreeFiles, TreeRefusal
 from meshwasm.manifests.tsb import ANN_CONFIG_SCHEMA, ANN_CONFIG_SCHEMA_FILE, WasmExtension
 from meshwasm.manifests.yamlsrc import FieldPath, YamlDocument, format_path, parse_documents
 
 KUSTOMIZATION_NAMES = ("kustomization.yaml", "kustomization.yml", "Kustomization")
 YAML_SUFFIXES = (".yaml", ".yml", ".json")
+MAX_SCHEMA_BYTES = 1024 * 1024  # a plugin config's JSON Schema
 # Kustomization fields meshwasm applies; others are reported, since the tree kustomize builds would differ.
 _KUSTOMIZATION_APPLIED = {"apiVersion", "kind", "metadata", "resources", "bases", "namespace"}
+
+# API groups of Istio's CRDs (manifests/crds): their resources are validated as the API server does.
+ISTIO_GROUPS = frozenset(
+    {"networking.istio.io", "extensions.istio.io", "security.istio.io", "telemetry.istio.io"}
+)
 
 R = TypeVar("R", bound=Resource)
 
@@ -60,7 +71,13 @@ def load(path: Path) -> LoadedTree:
     in ``warnings``). Raises :class:`ManifestError` listing every problem,
     each with its file, line and field.
     """
-    loader = _TreeLoader()
+    with fewer_collections():
+        return _load(Path(path))
+
+
+def _load(path: Path) -> LoadedTree:
+    # The root the load restrictor keeps reads under: the tree's directory (a file's own directory).
+    loader = _TreeLoader(TreeFiles(path if path.is_dir() else path.parent))
     documents = list(loader.path(Path(path), via=None, stack=()))
     tree = LoadedTree(root=Path(path), files=loader.files, warnings=loader.warnings)
     seen: dict[tuple[str, str, str, str], SourceRef] = {}
@@ -97,27 +114,38 @@ def _display(path: Path) -> str:
 def _kustomization_in(directory: Path) -> Path | None:
     for name in KUSTOMIZATION_NAMES:
         candidate = directory / name
-        if candidate.is_file():
-            return candidate
+        if candidate.exists() or candidate.is_symlink():
+            return candidate  # whatever it is: reading it goes through the restrictor
     return None
 
 
 class _TreeLoader:
-    def __init__(self) -> None:
+    def __init__(self, files: TreeFiles) -> None:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.files: list[Path] = []
+        self.tree = files
+        self.directories: set[str] = set()  # plain directories read (a symlink loop is read once)
+
+    def refuse(self, refusal: TreeRefusal, where: Problem | None, path: Path) -> None:
+        at = where or Problem("", file=_display(path))
+        self.problems.append(Problem(refusal.message, file=at.file, line=at.line, field=at.field))
 
     # -- walking ---------------------------------------------------------------------------
 
     def path(self, path: Path, *, via: Problem | None, stack: tuple[Path, ...]) -> Iterator[YamlDocument]:
-        if not path.exists():
+        try:
+            kind = self.tree.kind(path)
+        except TreeRefusal as refusal:
+            self.refuse(refusal, via, path)
+            return
+        if kind == "missing":
             where = via or Problem("", file=_display(path))
             self.problems.append(
                 Problem(f"{path} does not exist", file=where.file, line=where.line, field=where.field)
             )
             return
-        if path.is_dir():
+        if kind == "dir":
             kustomization = _kustomization_in(path)
             if kustomization is not None:
                 yield from self.kustomization(kustomization, stack)
@@ -126,26 +154,46 @@ class _TreeLoader:
         elif path.name in KUSTOMIZATION_NAMES:
             yield from self.kustomization(path, stack)
         else:
-            yield from self.file(path)
+            yield from self.file(path, via=via)
 
     def plain_directory(self, directory: Path, stack: tuple[Path, ...]) -> Iterator[YamlDocument]:
-        entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+        real = self.tree.real(directory)
+        if real in self.directories:
+            return
+        self.directories.add(real)
+        try:
+            entries = sorted(p for p in directory.iterdir() if not p.name.startswith("."))
+        except OSError as exc:
+            self.problems.append(Problem(f"cannot list: {exc.strerror}", file=_display(directory)))
+            return
+        kinds: dict[Path, str] = {}
         for entry in entries:
-            if entry.is_file() and entry.suffix in YAML_SUFFIXES:
+            try:
+                kinds[entry] = self.tree.kind(entry)
+            except TreeRefusal as refusal:
+                if entry.suffix in YAML_SUFFIXES or entry.is_dir():
+                    self.refuse(refusal, None, entry)
+        for entry in entries:
+            if kinds.get(entry) == "file" and entry.suffix in YAML_SUFFIXES:
                 yield from self.file(entry)
         for entry in entries:
-            if entry.is_dir():
+            if kinds.get(entry) == "dir":
                 yield from self.path(entry, via=None, stack=stack)
 
-    def file(self, path: Path) -> Iterator[YamlDocument]:
+    def read(self, path: Path, via: Problem | None) -> str | None:
+        """The text of a tree file through the restrictor and caps; None (and a problem) if refused."""
         self.files.append(path)
-        display = _display(path)
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problems.append(Problem(f"cannot read: {exc}", file=display))
+            return self.tree.read_text(path)
+        except TreeRefusal as refusal:
+            self.refuse(refusal, via, path)
+            return None
+
+    def file(self, path: Path, *, via: Problem | None = None) -> Iterator[YamlDocument]:
+        text = self.read(path, via)
+        if text is None:
             return
-        documents, problems = parse_documents(text, display)
+        documents, problems = parse_documents(text, _display(path))
         self.problems.extend(problems)
         for doc in documents:
             yield from self.expand_lists(doc)
@@ -172,11 +220,8 @@ class _TreeLoader:
         if directory in stack:
             self.problems.append(Problem("kustomization includes itself (a cycle)", file=display))
             return
-        self.files.append(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            self.problems.append(Problem(f"cannot read: {exc}", file=display))
+        text = self.read(path, None)
+        if text is None:
             return
         documents, problems = parse_documents(text, display)
         self.problems.extend(problems)
@@ -230,7 +275,12 @@ class _TreeLoader:
                     )
                 )
                 continue
-            for child in self.path(path.parent / entry, via=via, stack=(*stack, directory)):
+            try:
+                target = self.tree.refer(path.parent, entry)
+            except TreeRefusal as refusal:
+                self.refuse(refusal, via, path)
+                continue
+            for child in self.path(target, via=via, stack=(*stack, directory)):
                 if namespace:
                     _set_namespace(child, namespace)
                 yield child
@@ -258,6 +308,20 @@ class _TreeLoader:
         if missing:
             return None
         model = model_for(data["apiVersion"], data["kind"])
+        refusals = self.refusals(data, model)
+        if refusals:
+            subject = f"{data['kind']} {_name_of(data)}"
+            for refusal in refusals:
+                self.problems.append(
+                    Problem(
+                        refusal.detail,
+                        file=doc.file,
+                        line=doc.line_of(refusal.path),
+                        field=refusal.field or None,
+                        subject=subject,
+                    )
+                )
+            return None
         resource: Resource
         try:
             resource = (model or Passthrough).model_validate(data)
@@ -289,6 +353,18 @@ class _TreeLoader:
             self.config_schema(resource, doc)
         return resource
 
+    def refusals(self, data: dict[str, Any], model: type[Resource] | None) -> list[FieldError]:
+        """What a Kubernetes API server would refuse in this manifest: its metadata (names,
+        labels, annotations) and, for Istio's kinds, the CRD's schema and CEL rules."""
+        group, kind = group_of(data["apiVersion"]), data["kind"]
+        namespaced = model.NAMESPACED if model is not None else kind not in CLUSTER_SCOPED_KINDS
+        found = names.metadata_errors(group, kind, data.get("metadata"), namespaced=namespaced)
+        if group in ISTIO_GROUPS:
+            from meshwasm.manifests.crd_validation import validate_manifest  # loads CEL only when needed
+
+            found.extend(validate_manifest(data))
+        return found
+
     def config_schema(self, extension: WasmExtension, doc: YamlDocument) -> None:
         """Read and check the extension's config schema annotation (inline JSON or a file)."""
         annotations = extension.metadata.annotations
@@ -303,27 +379,41 @@ class _TreeLoader:
 
             raw = annotations[key]
             if key == ANN_CONFIG_SCHEMA_FILE:
-                schema_path = Path(doc.file).parent / raw
                 try:
-                    raw = schema_path.read_text(encoding="utf-8")
-                except (OSError, UnicodeDecodeError) as exc:
-                    self.problems.append(problem(f"cannot read the config schema {schema_path}: {exc}"))
+                    schema_path = self.tree.refer(Path(doc.file).parent, raw)
+                    if self.tree.kind(schema_path) == "missing":
+                        self.problems.append(problem(f"the config schema {schema_path} does not exist"))
+                        continue
+                    raw = self.tree.read_text(schema_path, limit=MAX_SCHEMA_BYTES)
+                except TreeRefusal as refusal:
+                    self.problems.append(problem(f"the config schema: {refusal.message}"))
                     continue
             try:
                 schema = json.loads(raw)
-            except json.JSONDecodeError as exc:
+            except (json.JSONDecodeError, RecursionError) as exc:
                 self.problems.append(problem(f"config schema is not valid JSON: {exc}"))
                 continue
             if not isinstance(schema, dict):
                 self.problems.append(problem("config schema must be a JSON object"))
                 continue
-            try:
-                jsonschema.validators.validator_for(schema).check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                self.problems.append(problem(f"config schema is not a valid JSON Schema: {exc.message}"))
+            invalid = _schema_refusal(json.dumps(schema, sort_keys=True))
+            if invalid is not None:
+                self.problems.append(problem(f"config schema is not a valid JSON Schema: {invalid}"))
                 continue
             if key == ANN_CONFIG_SCHEMA_FILE:
                 extension.set_schema_from_file(schema)
+
+
+@functools.lru_cache(maxsize=64)
+def _schema_refusal(schema_json: str) -> str | None:
+    """Why a config schema is not a valid JSON Schema (checked against its metaschema once per
+    distinct schema: extensions of a large tree share theirs), or None."""
+    schema = json.loads(schema_json)
+    try:
+        jsonschema.validators.validator_for(schema).check_schema(schema)
+    except jsonschema.SchemaError as exc:
+        return str(exc.message)
+    return None
 
 
 def _set_namespace(doc: YamlDocument, namespace: str) -> None:

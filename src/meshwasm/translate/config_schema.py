@@ -9,12 +9,15 @@ fields of a config violate it, each with a path like ``headers[1].path``.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import jsonschema
+import jsonschema_rs
+import referencing.exceptions
 
 
 @dataclass(frozen=True, order=True)
@@ -36,20 +39,92 @@ def field_path(parts: Any) -> str:
 
 
 class ConfigSchema:
-    """A JSON Schema compiled once, to check many configs (one per attachment) against it."""
+    """A JSON Schema compiled once, to check many configs (one per attachment) against it.
+
+    Each config is first checked by jsonschema-rs (a microsecond or two); only a refused one goes
+    through jsonschema, whose messages name each field at fault, and those results are remembered
+    per config (its canonical JSON: trees repeat configs, and a bad one across a fleet is checked
+    once). Both implement the schema's draft; a differential test keeps them agreeing. Without
+    jsonschema-rs (a schema it cannot compile) every config goes through the remembered path.
+    """
 
     def __init__(self, schema: Mapping[str, Any]):
         cls = jsonschema.validators.validator_for(schema)
         self.validator: jsonschema.protocols.Validator = cls(dict(schema))
+        self._fast = _fast_validator(schema)
+        self._seen: dict[str, tuple[ConfigViolation, ...]] = {}
 
     def violations(self, config: Any) -> list[ConfigViolation]:
         """Every violation of the schema by ``config``, sorted by field; empty when valid."""
-        return _violations(self.validator, config)
+        if self._fast is not None and _fast_is_valid(self._fast, config):
+            return []  # cheaper than any cache key
+        key = _canonical(config)
+        if key is not None:
+            seen = self._seen.get(key)
+            if seen is not None:
+                return list(seen)
+        try:
+            found = _violations(self.validator, config)
+        except referencing.exceptions.Unresolvable as exc:
+            message = (
+                f"the config schema's $ref {exc.ref} cannot be resolved (only refs inside the schema are)"
+            )
+            found = [ConfigViolation("", message)]
+        if key is not None:
+            if len(self._seen) >= _SEEN_MAX:
+                self._seen.clear()
+            self._seen[key] = tuple(found)
+        return found
+
+
+_SEEN_MAX = 65536
+_KEY_MAX = 64 * 1024
+_encode = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode
+
+
+def _canonical(config: Any) -> str | None:
+    """The config's canonical JSON (equal for equal configs), or None when too large to keep."""
+    try:
+        text = _encode(config)
+    except (TypeError, ValueError):
+        return None
+    return text if len(text) <= _KEY_MAX else None
+
+
+def _refuse_remote(uri: str) -> Any:
+    # Render never reaches the network: a schema's $ref must resolve inside the schema.
+    raise ValueError(f"remote $ref {uri} is not fetched")
+
+
+def _fast_validator(schema: Mapping[str, Any]) -> Any:
+    try:
+        return jsonschema_rs.validator_for(dict(schema), retriever=_refuse_remote)
+    except (ValueError, jsonschema_rs.ValidationError, jsonschema_rs.ReferencingError):
+        return None  # a schema jsonschema-rs cannot compile is checked by jsonschema alone
+
+
+def _fast_is_valid(validator: Any, config: Any) -> bool:
+    try:
+        return bool(validator.is_valid(config))
+    except (ValueError, TypeError):
+        return False  # let jsonschema say what is wrong
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(schema_json: str) -> ConfigSchema:
+    return ConfigSchema(json.loads(schema_json))
+
+
+def compiled_schema(schema: Mapping[str, Any]) -> ConfigSchema:
+    """The compiled :class:`ConfigSchema` of ``schema``, shared by every translation (and every
+    reload of ``meshwasm up``) that uses the same schema."""
+    key = _canonical(schema)
+    return _compiled(key) if key is not None else ConfigSchema(schema)
 
 
 def validate_config(schema: Mapping[str, Any], config: Any) -> list[ConfigViolation]:
     """Every violation of ``schema`` by ``config``, sorted by field; empty when valid."""
-    return ConfigSchema(schema).violations(config)
+    return compiled_schema(schema).violations(config)
 
 
 def _violations(validator: jsonschema.protocols.Validator, config: Any) -> list[ConfigViolation]:

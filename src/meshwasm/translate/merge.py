@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from typing import Any
 
@@ -16,18 +15,32 @@ def merge_config(base: Mapping[str, Any] | None, overlay: Mapping[str, Any] | No
     ``headers`` list, or drop a default with ``header: null``. Inputs are not
     modified.
     """
-    result: dict[str, Any] = copy.deepcopy(dict(base or {}))
-    for key, value in (overlay or {}).items():
+    base = base or {}
+    overlay = overlay or {}
+    result: dict[str, Any] = {}
+    for key, value in base.items():
+        if key not in overlay:
+            result[key] = _fresh(value)
+    for key, value in overlay.items():
         if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), dict):
-            result[key] = merge_config(result[key], value)
+            continue
+        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
+            result[key] = merge_config(base[key], value)
         else:
-            result[key] = copy.deepcopy(_drop_nulls(value))
-    return result
+            result[key] = _fresh(value, drop_nulls=True)
+    # Keep the base's key order, then the overlay's new keys (as a JSON Merge Patch applied in place).
+    order = [k for k in base if k in result] + [k for k in overlay if k in result and k not in base]
+    return {k: result[k] for k in order}
 
 
-def _drop_nulls(value: Any) -> Any:
+def _fresh(value: Any, *, drop_nulls: bool = False) -> Any:
+    """A copy of a JSON-like value sharing nothing mutable with it (cheaper than copy.deepcopy:
+    no memo, since values read from YAML or JSON have no cycles). With ``drop_nulls``, nulls in
+    mappings are dropped (a merge patch's nulls mean "absent"); a list is a value, kept whole."""
     if isinstance(value, Mapping):
-        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+        return {
+            k: _fresh(v, drop_nulls=drop_nulls) for k, v in value.items() if not (drop_nulls and v is None)
+        }
+    if isinstance(value, list):
+        return [_fresh(v) for v in value]
     return value

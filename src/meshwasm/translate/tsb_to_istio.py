@@ -21,16 +21,19 @@ destination without a port) is collected and raised as one
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from meshwasm.manifests import core, istio, tsb
 from meshwasm.manifests.base import ObjectMeta, Resource
+from meshwasm.manifests.bulk import fewer_collections
 from meshwasm.manifests.loader import LoadedTree
 from meshwasm.manifests.problems import Problem
-from meshwasm.translate.config_schema import ConfigSchema
+from meshwasm.translate.config_schema import ConfigSchema, compiled_schema
 from meshwasm.translate.errors import TranslationError
 from meshwasm.translate.istio_resources import CORE_KINDS, IstioResources
 from meshwasm.translate.merge import merge_config
@@ -38,8 +41,10 @@ from meshwasm.translate.merge import merge_config
 DEFAULT_FETCHER_BASE = "http://wasmfetcher.istio-system.svc.cluster.local"
 # meshwasm's annotation on a WasmPlugin: the fqn of the WasmExtension it came from.
 ANN_EXTENSION = "meshwasm.io/extension"
+ANN_CONTENT_HASH = "xcp.tetrate.io/contentHash"
 
 
+@functools.lru_cache(maxsize=1024)
 def fetcher_url(module_url: str, fetcher_base: str | None) -> str:
     """The URL a WasmPlugin gets: the wasmfetcher's ``/fetch/<base64(url)>`` for an ``oci://``
     module (standard base64 with padding, as the seed shows), the URL itself otherwise or when
@@ -59,20 +64,28 @@ def tsb_to_istio(
     (Namespace, ServiceAccount, Service, Deployment, unknown kinds) pass
     through in ``core``. Raises :class:`TranslationError` listing every problem.
     """
-    resources = list(tree.resources if isinstance(tree, LoadedTree) else tree)
+    with fewer_collections():
+        return _translate(list(tree.resources if isinstance(tree, LoadedTree) else tree), fetcher_base)
+
+
+def _translate(resources: list[Resource], fetcher_base: str | None) -> IstioResources:
     ctx = _Context(resources, fetcher_base)
     out = IstioResources.from_resources(r for r in resources if not isinstance(r, CORE_KINDS))
     out.core = [r for r in resources if isinstance(r, CORE_KINDS)]
     for gateway in (r for r in resources if isinstance(r, tsb.Gateway)):
         ctx.gateway(gateway, out)
+    ctx.check_emitted()
     if ctx.problems:
         raise TranslationError(ctx.problems, hint="fix every problem listed; nothing was rendered")
     out.warnings.extend(ctx.warnings)
     return out
 
 
+_encode = json.JSONEncoder(sort_keys=True).encode
+
+
 def _hash(data: Any, length: int) -> str:
-    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:length]
+    return hashlib.sha256(_encode(data).encode()).hexdigest()[:length]
 
 
 class _Context:
@@ -81,11 +94,13 @@ class _Context:
         self.problems: list[Problem] = []
         self.warnings: list[Problem] = []
         self.extensions: dict[str, tsb.WasmExtension] = {}
-        self.schemas: dict[str, ConfigSchema | None] = {}
+        self.schemas: dict[int, ConfigSchema | None] = {}
         self.emitted: dict[tuple[str, str, str], str] = {}
         self.groups: dict[tuple[str | None, str | None, str | None, str], tsb.GatewayGroup] = {}
         self.services: dict[str, core.Service] = {}
         self.tenants: set[tuple[str | None, str]] = set()
+        # Each emitted resource with the gateway and the part of it (attachment, server) it came from.
+        self.origins: list[tuple[Resource, dict[str, Any], tsb.Gateway, _Origin]] = []
         self.workspaces: set[tuple[str | None, str | None, str]] = set()
         for r in resources:
             if isinstance(r, tsb.WasmExtension):
@@ -105,10 +120,10 @@ class _Context:
 
     def schema_of(self, extension: tsb.WasmExtension) -> ConfigSchema | None:
         """The extension's config schema, compiled once per translation."""
-        key = extension.fqn
+        key = id(extension)  # the extension objects live as long as the translation
         if key not in self.schemas:
             raw = extension.config_schema
-            self.schemas[key] = ConfigSchema(raw) if raw is not None else None
+            self.schemas[key] = compiled_schema(raw) if raw is not None else None
         return self.schemas[key]
 
     def problem(
@@ -163,9 +178,10 @@ class _Context:
             "tsb.tetrate.io/fqn": gw.fqn,
         }
 
-        def meta(name: str, spec: Any, kind: str) -> ObjectMeta:
+        def meta(name: str, kind: str) -> ObjectMeta:
             self.claim(gw, kind, namespace, name)
-            annotations = {**base_annotations, "xcp.tetrate.io/contentHash": _hash(spec, 32)}
+            # The content hash is filled in by emit(), once the resource is whole; its place is kept.
+            annotations = {**base_annotations, ANN_CONTENT_HASH: ""}
             return ObjectMeta(name=name, namespace=namespace, labels=dict(labels), annotations=annotations)
 
         # Clashing servers are reported, and the rest is still checked so every problem shows at once.
@@ -175,22 +191,17 @@ class _Context:
                 selector=dict(gw.spec.workload_selector.labels),
                 servers=[_server(server) for server in gw.spec.http],
             )
-            out.gateways.append(
-                istio.Gateway(
-                    metadata=meta(gw.name, gateway_spec.model_dump(mode="json"), "Gateway"), spec=gateway_spec
-                )
-            )
+            istio_gateway = istio.Gateway(metadata=meta(gw.name, "Gateway"), spec=gateway_spec)
+            out.gateways.append(istio_gateway)
+            self.emit(istio_gateway, gw, _Origin())
             for index, server in enumerate(gw.spec.http):
                 vs_spec = self.virtual_service_spec(gw, index, server, f"{namespace}/{gw.name}")
                 if vs_spec is not None:
-                    out.virtual_services.append(
-                        istio.VirtualService(
-                            metadata=meta(
-                                f"{gw.name}-{server.name}", vs_spec.model_dump(mode="json"), "VirtualService"
-                            ),
-                            spec=vs_spec,
-                        )
+                    virtual_service = istio.VirtualService(
+                        metadata=meta(f"{gw.name}-{server.name}", "VirtualService"), spec=vs_spec
                     )
+                    out.virtual_services.append(virtual_service)
+                    self.emit(virtual_service, gw, _Origin(server=index))
         for index, (path, attachment) in enumerate(gw.attachments()):
             plugin_spec = self.wasm_plugin_spec(gw, path, attachment)
             if plugin_spec is None:
@@ -198,9 +209,47 @@ class _Context:
             extension = self.extensions[attachment.fqn]
             name = f"{gw.name}-{extension.name}{index}"
             plugin_spec.plugin_name = name
-            metadata = meta(name, plugin_spec.model_dump(mode="json"), "WasmPlugin")
+            metadata = meta(name, "WasmPlugin")
             metadata.annotations[ANN_EXTENSION] = extension.fqn
-            out.wasm_plugins.append(istio.WasmPlugin(metadata=metadata, spec=plugin_spec))
+            plugin = istio.WasmPlugin(metadata=metadata, spec=plugin_spec)
+            out.wasm_plugins.append(plugin)
+            self.emit(plugin, gw, _Origin(attachment=path, extension=extension))
+
+    def emit(self, resource: Resource, gw: tsb.Gateway, origin: _Origin) -> None:
+        """Seal an emitted resource: its content hash (of the spec as written out), and the manifest
+        that check_emitted validates."""
+        manifest = resource.to_manifest()
+        spec = getattr(resource, "spec", None)
+        # The spec as written out, serialized by pydantic-core (its key order is the model's).
+        written = spec.model_dump_json(by_alias=True, exclude_none=True, exclude_unset=True) if spec else "{}"
+        content_hash = hashlib.sha256(written.encode()).hexdigest()[:32]
+        resource.metadata.annotations[ANN_CONTENT_HASH] = content_hash
+        manifest["metadata"]["annotations"][ANN_CONTENT_HASH] = content_hash
+        self.origins.append((resource, manifest, gw, origin))
+
+    def check_emitted(self) -> None:
+        """Refuse what a Kubernetes API server would refuse in the emitted resources (names and
+        labels; Istio's CRD schemas and CEL rules), pointing at the TSB field each came from."""
+        from meshwasm.manifests import names
+        from meshwasm.manifests.crd_validation import validate_manifest
+
+        for resource, manifest, gw, origin in self.origins:
+            refusals = names.metadata_errors(resource.group, resource.kind, manifest["metadata"])
+            refusals.extend(validate_manifest(manifest))
+            for refusal in refusals:
+                source, path = origin.source_of(refusal.path, gw)
+                where = source.where(path)
+                subject = f"{resource.ref} (rendered from {gw.ref}"
+                subject += f", attachment {origin.attachment})" if origin.attachment else ")"
+                self.problems.append(
+                    Problem(
+                        f"{refusal.detail} (the API server would refuse it)",
+                        file=where.file if where else None,
+                        line=where.line if where else None,
+                        field=refusal.field or None,
+                        subject=subject,
+                    )
+                )
 
     def claim(self, gw: tsb.Gateway, kind: str, namespace: str, name: str) -> None:
         """Two gateways must not produce the same Istio resource (one would silently replace the other)."""
@@ -375,6 +424,58 @@ class _Context:
         )
 
 
+# Where the fields of an emitted WasmPlugin's spec come from in its WasmExtension.
+_EXTENSION_FIELDS = {
+    "url": "url",
+    "imagePullPolicy": "imagePullPolicy",
+    "imagePullSecret": "imagePullSecret",
+    "phase": "phase",
+    "priority": "priority",
+    "failStrategy": "failStrategy",
+    "vmConfig": "vmConfig",
+    "match": "match",
+}
+
+
+@dataclass(frozen=True)
+class _Origin:
+    """The part of a TSB Gateway an emitted resource came from: an attachment (WasmPlugin), an
+    ``http`` server (VirtualService), or the gateway itself (Istio Gateway)."""
+
+    attachment: str | None = None
+    extension: tsb.WasmExtension | None = None
+    server: int | None = None
+
+    def source_of(
+        self, path: tuple[str | int, ...], gw: tsb.Gateway
+    ) -> tuple[Resource, tuple[str | int, ...]]:
+        """The TSB resource and field that an emitted field (``path``) was made from."""
+        head = path[:2]
+        if head == ("metadata", "name"):
+            return gw, ("metadata", "name")
+        if head == ("metadata", "namespace"):
+            return gw, ("spec", "workloadSelector", "namespace")
+        if head in (("spec", "selector"),):
+            return gw, ("spec", "workloadSelector", "labels", *path[3:4])
+        if self.attachment is not None:
+            loc = _loc(self.attachment)
+            if head == ("spec", "pluginConfig"):
+                return gw, (*loc, "config", *path[2:])
+            if self.extension is not None and len(path) > 1 and path[1] in _EXTENSION_FIELDS:
+                field = _EXTENSION_FIELDS[str(path[1])]
+                if field == "url" and self.extension.spec.url is None:
+                    field = "image"
+                return self.extension, ("spec", field, *path[2:])
+            return gw, loc
+        if self.server is not None:
+            if head == ("spec", "hosts"):
+                return gw, ("spec", "http", self.server, "hostname")
+            return gw, ("spec", "http", self.server)
+        if head == ("spec", "servers") and len(path) > 2:
+            return gw, ("spec", "http", path[2])
+        return gw, ()
+
+
 def _server(server: tsb.HttpServer) -> istio.Server:
     tls = None
     protocol = "HTTP"
@@ -391,6 +492,7 @@ def _server(server: tsb.HttpServer) -> istio.Server:
     )
 
 
+@functools.lru_cache(maxsize=1024)
 def _loc(dotted: str) -> tuple[str | int, ...]:
     """``spec.wasmPlugins[0]`` -> ``("spec", "wasmPlugins", 0)``."""
     out: list[str | int] = []
