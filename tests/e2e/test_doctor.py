@@ -10,7 +10,8 @@ Two gateways, each edited live rather than restarted:
   against a Service's targetPort, another namespace, targetRefs on an Istio-Gateway gateway, an
   allowlist refusal, an unreachable registry, a missing tag, a registry needing credentials, a
   sha256 pin that does not match, an unsigned module under require_signature, a config the
-  plugin refuses, FAIL_OPEN stand-ins letting requests through, and two plugins of equal priority.
+  plugin refuses, an HTTP plugin run as a NETWORK one, FAIL_OPEN stand-ins letting requests
+  through, and two plugins of equal priority.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
-from test_up import HOST, Up, copy_tree, demo_wasm, edit, start_up  # noqa: F401 (demo_wasm: fixture)
+from test_up import ROOT, Up, copy_tree, edit, start_up
 
 from fixtures.registry import AuthedRegistry
 from fixtures.signing import KeyPair, SigningCases
@@ -44,6 +45,19 @@ pytestmark = [pytest.mark.envoy, pytest.mark.registry, pytest.mark.slow]
 
 SEED = "tier2/tier2-gateway-wasm-add-header0"
 REFUSED = 'path: must be "request" or "response", got "sideways"'
+
+
+@pytest.fixture(scope="module")
+def demo_wasm(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The add-header `make` ships (build/add-header.wasm, the Zig build by default), else the Zig
+    build made now (it also serves as a NETWORK filter, passing connections through)."""
+    for variable in ("MESHWASM_ADD_HEADER_WASM", "MESHWASM_ADD_HEADER_ZIG_WASM"):
+        given = os.environ.get(variable)
+        if given and Path(given).is_file():
+            return Path(given)
+    from meshwasm.toolchain import build_plugin
+
+    return build_plugin(ROOT / "plugins" / "add-header-zig", tmp_path_factory.mktemp("zig") / "a.wasm").path
 
 
 def push(wasm: bytes, url: str, credentials: Credentials | None = None) -> None:
@@ -109,7 +123,9 @@ def statuses(document: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 
 @pytest.fixture(scope="module")
-def seed_up(tmp_path_factory: pytest.TempPathFactory, demo_wasm: Path, registry: LocalRegistry) -> Iterator[Up]:  # noqa: F811
+def seed_up(
+    tmp_path_factory: pytest.TempPathFactory, demo_wasm: Path, registry: LocalRegistry
+) -> Iterator[Up]:
     tmp = tmp_path_factory.mktemp("doctor-seed")
     tree, url = seed_tree(tmp, registry, "doctor-seed")
     push(demo_wasm.read_bytes(), url)
@@ -120,7 +136,7 @@ def seed_up(tmp_path_factory: pytest.TempPathFactory, demo_wasm: Path, registry:
         assert running.stop() == 0, running.log()[-3000:]
 
 
-def test_the_healthy_seed_tree_is_running(seed_up: Up, demo_wasm: Path) -> None:  # noqa: F811
+def test_the_healthy_seed_tree_is_running(seed_up: Up, demo_wasm: Path) -> None:
     result = doctor_cli(seed_up)
     assert result.returncode == 0, result.stderr
     (line,) = [ln for ln in result.stdout.splitlines() if not ln.startswith(" ")]
@@ -155,10 +171,12 @@ def test_a_missing_tag_fails_closed_and_a_saved_dump_says_the_same(seed_up: Up, 
         found = wait_status(seed_up, SEED, "fetch-failed")
         # The wasmfetcher's own reason, through the agent.
         assert found.reason == "not-found"
-        assert "answered 404" in found.summary and "[image_not_found]" in found.summary
+        assert "answered 404" in found.summary
+        assert "[image_not_found]" in found.summary
         assert [seed_up.get().status_code for _ in range(3)] == [403, 403, 403]
         found = findings(seed_up)[SEED]
-        assert found.stand_in is not None and found.stand_in["effect"] == "deny"
+        assert found.stand_in is not None
+        assert found.stand_in["effect"] == "deny"
         assert found.stand_in["requests"] == 3
         assert f"http.127.0.0.1_{seed_up.port}.rbac.wasm-default-deny.denied = 3" in found.evidence
         assert "3 denied by it so far" in found.summary
@@ -174,10 +192,14 @@ def test_a_missing_tag_fails_closed_and_a_saved_dump_says_the_same(seed_up: Up, 
             seed_up, str(seed_up.tree), "--config-dump", str(dump), "--stats", str(stats),
             "--log", str(envoy_log), "--log", str(seed_up.stderr_path), "--json",
         )  # fmt: skip
-        bare = doctor_cli(seed_up, str(seed_up.tree), "--config-dump", str(dump), "--stats", str(stats), "--json")
+        bare = doctor_cli(
+            seed_up, str(seed_up.tree), "--config-dump", str(dump), "--stats", str(stats), "--json"
+        )
     finally:
         edit(ext, "/add-header:no-such-tag", "/add-header:latest")
-    assert live.returncode == saved.returncode == bare.returncode == 0, live.stderr + saved.stderr + bare.stderr
+    assert live.returncode == saved.returncode == bare.returncode == 0, (
+        live.stderr + saved.stderr + bare.stderr
+    )
     live_doc, saved_doc = json.loads(live.stdout), json.loads(saved.stdout)
     assert statuses(live_doc) == statuses(saved_doc) == {(SEED, "fetch-failed", "not-found")}
     (saved_finding,) = saved_doc["findings"]
@@ -219,7 +241,12 @@ spec:
 
 
 def plugin(name: str, url: str, namespace: str = "tier2", **spec: Any) -> str:
-    spec = {"url": url, "failStrategy": "FAIL_OPEN", "pluginConfig": {"header": f"x-{name}", "value": "v"}, **spec}
+    spec = {
+        "url": url,
+        "failStrategy": "FAIL_OPEN",
+        "pluginConfig": {"header": f"x-{name}", "value": "v"},
+        **spec,
+    }
     return json.dumps(
         {
             "apiVersion": "extensions.istio.io/v1alpha1",
@@ -233,7 +260,7 @@ def plugin(name: str, url: str, namespace: str = "tier2", **spec: Any) -> str:
 @pytest.fixture(scope="module")
 def cases_up(
     tmp_path_factory: pytest.TempPathFactory,
-    demo_wasm: Path,  # noqa: F811
+    demo_wasm: Path,
     registry: LocalRegistry,
     auth_registry: AuthedRegistry,
     signing_cases: SigningCases,
@@ -264,6 +291,7 @@ def cases_up(
         plugin("pinned", url.replace(":latest", ":pinned"), sha256="0" * 64),
         plugin("unsigned", f"oci://{unsigned.registry}/{unsigned.repository}:{unsigned.tag}"),
         plugin("bad-config", url, pluginConfig={"header": "x-bad", "value": "v", "path": "sideways"}),
+        plugin("network-type", url, type="NETWORK"),
         # Priority 0, as the seed's extension: Istio's tie-break orders them.
         plugin("tier2-gateway-wasm-add-header0-extra", url, priority=0, failStrategy="FAIL_CLOSE"),
     ]
@@ -293,6 +321,7 @@ def test_each_reason_is_diagnosed(cases_up: Up) -> None:
         "tier2/pinned": ("fetch-failed", "digest-mismatch"),
         "tier2/unsigned": ("fetch-failed", "signature"),
         "tier2/bad-config": ("config-refused", "stand-in"),
+        "tier2/network-type": ("running", "network"),
         SEED: ("running", ""),
         "tier2/tier2-gateway-wasm-add-header0-extra": ("running", ""),
     }
@@ -303,11 +332,16 @@ def test_each_reason_is_diagnosed(cases_up: Up) -> None:
     assert "the Service's targetPort, not its port" in ports.fix
     assert "only from its own namespace (tier2)" in found["httpbin/elsewhere"].summary
     assert REFUSED in found["tier2/bad-config"].summary
+    network = found["tier2/network-type"]
+    assert f"network filter 1 of 1 on 127.0.0.1_{cases_up.port}" in network.position
+    assert "sees connections and bytes, not HTTP requests" in network.summary
+    assert "x-network-type" not in cases_up.get().headers  # it runs, and does nothing to HTTP
     for name in ("not-allowed", "unreachable", "missing-tag", "needs-credentials", "pinned", "unsigned"):
         stand_in = found[f"tier2/{name}"].stand_in
-        assert stand_in is not None and stand_in["effect"] == "allow", name
+        assert stand_in is not None, name
+        assert stand_in["effect"] == "allow", name
         assert stand_in["requests"] >= 4, name  # the requests above passed it
-    order = found[f"order:tier2/tier2-gateway-wasm-add-header0-extra"]
+    order = found["order:tier2/tier2-gateway-wasm-add-header0-extra"]
     assert order.other == SEED
     assert "both priority 0" in order.summary
     assert "`-` sorts before `~`" in order.summary
@@ -319,7 +353,11 @@ def test_fixing_the_selector_live_makes_it_run(cases_up: Up) -> None:
     # bad-config goes in the same edit: `up` leaves a refused config in its ECDS file, and Envoy
     # then refuses any new listener that names the filter (an `up` limitation, not doctor's).
     bad = next(doc for doc in cases.read_text().split("\n---\n") if '"bad-config"' in doc)
-    text = cases.read_text().replace("\n---\n" + bad, "").replace('"app": "other-gateway"', '"app": "tier2-gateway"')
+    text = (
+        cases.read_text()
+        .replace("\n---\n" + bad, "")
+        .replace('"app": "other-gateway"', '"app": "tier2-gateway"')
+    )
     cases.write_text(text)
     found = wait_status(cases_up, "tier2/labels-off", "running")
     assert "x-labels-off" in found.configuration

@@ -45,6 +45,8 @@ STATUS_LABELS = {
 }
 _ACCEPTED_SCHEMES = {None, "oci", "http", "https", "file"}
 _TRAP_MARK = "Function: proxy_on_"
+# `meshwasm up` serves the stand-in right after Envoy refuses a new plugin's config.
+REFUSAL_TO_STAND_IN = timedelta(seconds=5)
 
 
 @dataclass(frozen=True)
@@ -194,11 +196,18 @@ def selection(plugin: istio.WasmPlugin, gateway: GatewayFacts) -> Finding | list
             f"its selector does not match the gateway's labels: {'; '.join(wrong)}.",
             f"set spec.selector.matchLabels to labels the gateway has ({_labels_text(labels)})",
         )
+    if not gateway.listen_ports:
+        return _not_selected(
+            plugin,
+            "no-listeners",
+            "the gateway has no HTTP listener for it to run on (no Gateway server selects the workload).",
+            f"add a Gateway whose selector matches the workload's labels ({_labels_text(labels)})",
+        )
     applies = [listen for listen in gateway.listen_ports if wp.applies_to_listener(plugin, listen.port)]
     if applies:
         return applies
     selectors = plugin.spec.match or []
-    if all(s.mode == "SERVER" for s in selectors):
+    if selectors and all(s.mode == "SERVER" for s in selectors):
         return _not_selected(
             plugin,
             "match-mode",
@@ -264,6 +273,16 @@ def _plugin_message(line: LogLine) -> str:
     if message.startswith("wasm log"):
         return message.split(": ", 1)[1] if ": " in message else message
     return message
+
+
+def _within(line: LogLine, moment: datetime | None, before: timedelta | None) -> bool:
+    """Whether a log line was written before ``moment`` (by at most ``before``); lines or moments
+    without a time count as within."""
+    if moment is None or line.time is None:
+        return True
+    if line.time > moment + timedelta(seconds=1):
+        return False
+    return before is None or line.time >= moment - before
 
 
 def _after(line: LogLine, moment: datetime | None) -> bool:
@@ -494,8 +513,14 @@ class _Diagnoser:
         serving = stand_in["text"]
         record = self.inp.agent.get(finding.plugin)
         config_name = wp.plugin_config_name(plugin) if plugin is not None else _config_name(f.name)
-        refusal = refused_config_lines(self.inp.log, config_name)
+        # The refusal that made `meshwasm up` put the stand-in there happened just before it.
+        refusal = [
+            ln
+            for ln in refused_config_lines(self.inp.log, config_name)
+            if _within(ln, f.last_updated, REFUSAL_TO_STAND_IN)
+        ]
         refused = max(ecds.get("update_rejected", 0), ecds.get("config_fail", 0))
+        module_fetched = record is not None and record.path is not None and not record.error
         logged = self._logged_agent_failure(plugin, f, finding.plugin)
         if record is not None and record.error:
             reason = classify_fetch_error(record.error)
@@ -509,9 +534,16 @@ class _Diagnoser:
             finding.summary = f"{reason.title}: {logged.error}. {serving}"
             finding.fix = reason.fix
             finding.evidence.insert(0, f"agent log: {logged.what}: {logged.error}")
-        elif refusal or refused:
+        elif refusal or module_fetched:
+            if not refusal and module_fetched:
+                # The agent had the module, so only Envoy can have refused it: its last words.
+                refusal = [
+                    ln
+                    for ln in refused_config_lines(self.inp.log, config_name)
+                    if _within(ln, f.last_updated, None)
+                ]
             quoted = "; ".join(_plugin_message(ln) for ln in refusal) or (
-                f"the log was not given, the stats count {refused} refused config(s)"
+                f"(no log line; the stats count {refused} refused config(s))"
             )
             finding.status, finding.reason = "config-refused", "stand-in"
             finding.summary = (
@@ -522,6 +554,10 @@ class _Diagnoser:
             finding.fix = self._config_fix(plugin)
             finding.evidence.extend(f"log: {ln.message}" for ln in refusal)
         else:
+            if refused:
+                finding.evidence.append(
+                    f"Envoy refused {refused} earlier config(s) of this filter (config_fail)"
+                )
             finding.status, finding.reason = "stand-in", "unknown"
             finding.summary = (
                 "its module is not loaded: the agent serves the failStrategy stand-in in its place, and the"

@@ -15,6 +15,7 @@ from meshwasm.errors import ExitCode, MeshwasmError, UsageError
 from meshwasm.gateway import doctor
 from meshwasm.gateway.dump_facts import DumpError, parse_config_dump, parse_log, parse_stats
 from meshwasm.gateway.fetch_reasons import istio_agent_failures, up_agent_failures
+from meshwasm.translate.istio_to_envoy import ListenPort
 
 LOG_TAIL_BYTES = 16 * 1024 * 1024  # the end of a long-running gateway's log is what matters
 MODULE_HASH_LIMIT = 512 * 1024 * 1024
@@ -209,6 +210,19 @@ def gather(
                 namespace=facts.namespace,
                 listen_ports=facts.listen_ports,
                 local_ports={int(k): int(v) for k, v in ports.items()},
+            )
+        if facts is not None and not facts.listen_ports and inputs.dump.listeners:
+            # WasmPlugins without their Gateway (a cluster's dump): the ports the gateway listens on.
+            ports_seen = sorted({listener.port for listener in inputs.dump.listeners if listener.port})
+            facts = doctor.GatewayFacts(
+                labels=facts.labels,
+                namespace=facts.namespace,
+                listen_ports=[ListenPort(port, port) for port in ports_seen],
+                local_ports=facts.local_ports,
+            )
+            notes.append(
+                "the tree has no Gateway for the workload: taking its listen ports from the dump"
+                f" {ports_seen}"
             )
         inputs.gateway = facts
     if inputs.dump.istio_version and not any(

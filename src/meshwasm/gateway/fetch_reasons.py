@@ -240,8 +240,9 @@ def istio_agent_failures(messages: list[str]) -> list[AgentLogFailure]:
 
 # `meshwasm up`'s own output, its agent's words: "  plugin <namespace>/<name> failed: <error>;
 # requests pass without it (fail open)" (or "requests are denied with 403 (fail closed)").
+_UP_START = re.compile(r"^\s*plugin [^\s/]+/[^\s/]+ failed: ")
 _UP_AGENT = re.compile(
-    r"^\s*plugin (?P<key>[^\s/]+/[^\s/]+) failed: (?P<error>.*); requests (?P<effect>pass|are)"
+    r"^\s*plugin (?P<key>[^\s/]+/[^\s/]+) failed: (?P<error>.*); requests (?P<effect>pass|are)", re.DOTALL
 )
 
 
@@ -249,12 +250,17 @@ def up_agent_failures(lines: list[str]) -> list[AgentLogFailure]:
     """Fetch failures in ``meshwasm up``'s saved output (its stderr), oldest first; ``what`` is the
     plugin's ``namespace/name``."""
     out: list[AgentLogFailure] = []
-    for line in lines:
-        found = _UP_AGENT.match(line)
+    for index, line in enumerate(lines):
+        if not _UP_START.match(line):
+            continue
+        # An error with a hint spans lines: join until the effect that ends the report.
+        joined = line
+        for more in lines[index + 1 : index + 6]:
+            if _UP_AGENT.match(joined):
+                break
+            joined += "\n" + more
+        found = _UP_AGENT.match(joined)
         if found:
-            out.append(
-                AgentLogFailure(
-                    found["key"], found["error"], "allow" if found["effect"] == "pass" else "deny"
-                )
-            )
+            effect = "allow" if found["effect"] == "pass" else "deny"
+            out.append(AgentLogFailure(found["key"], found["error"], effect))
     return out
