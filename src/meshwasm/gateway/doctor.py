@@ -108,7 +108,8 @@ class Finding:
 
     @property
     def running(self) -> bool:
-        return self.status == "running"
+        """Envoy runs the plugin's VM (with its previous config, when it refused the latest)."""
+        return self.status == "running" or self.reason == "previous-config"
 
     def line(self) -> str:
         text = f"{self.plugin}: {STATUS_LABELS.get(self.status, self.status)}: {self.summary}"
@@ -308,7 +309,12 @@ def _position(dump: DumpFacts, name: str, labels: Mapping[str, str]) -> str:
     return "; ".join(parts)
 
 
-def _short_config(text: str, limit: int = 160) -> str:
+def _one_line(text: str) -> str:
+    """A message on one line (the fetcher's errors carry their hint on a second one)."""
+    return " ".join(text.split()).rstrip(".")
+
+
+def _short_config(text: str, limit: int = 400) -> str:
     with contextlib.suppress(ValueError):
         text = json.dumps(json.loads(text), sort_keys=True, separators=(", ", ": "))
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -454,7 +460,7 @@ class _Diagnoser:
             if f.last_updated - accepted_at > timedelta(milliseconds=1):
                 finding.status, finding.reason = "config-refused", "previous-config"
                 finding.summary = (
-                    f"Envoy refused its latest config ({f.last_updated:%H:%M:%S}) and runs the one it"
+                    f"Envoy refused its latest config ({f.last_updated:%H:%M:%S} UTC) and runs the one it"
                     f" accepted at {accepted_at:%H:%M:%S}: {quoted or '(no log line given)'}."
                 )
                 finding.fix = self._config_fix(plugin)
@@ -525,15 +531,15 @@ class _Diagnoser:
         if record is not None and record.error:
             reason = classify_fetch_error(record.error)
             finding.status, finding.reason = "fetch-failed", reason.code
-            finding.summary = f"{reason.title}: {record.error}. {serving}"
+            finding.summary = f"{reason.title}: {_one_line(record.error)}. {serving}"
             finding.fix = reason.fix
-            finding.evidence.insert(0, f"agent: {record.url}: {record.error}")
+            finding.evidence.insert(0, f"agent, fetching {record.url}")
         elif logged is not None:
             reason = classify_fetch_error(logged.error)
             finding.status, finding.reason = "fetch-failed", reason.code
-            finding.summary = f"{reason.title}: {logged.error}. {serving}"
+            finding.summary = f"{reason.title}: {_one_line(logged.error)}. {serving}"
             finding.fix = reason.fix
-            finding.evidence.insert(0, f"agent log: {logged.what}: {logged.error}")
+            finding.evidence.insert(0, f"agent log, for {logged.what}")
         elif refusal or module_fetched:
             if not refusal and module_fetched:
                 # The agent had the module, so only Envoy can have refused it: its last words.
