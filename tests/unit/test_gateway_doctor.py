@@ -604,3 +604,74 @@ def test_text_and_json_output() -> None:
     assert entry["running"] is False
     assert entry["reason"] == "labels"
     assert entry["evidence"] == ["ev"]
+
+
+# ----- the evidence a user points at
+
+
+def test_bad_evidence_is_named(tmp_path: Path) -> None:
+    from meshwasm.errors import ExitCode, MeshwasmError, UsageError
+    from meshwasm.gateway.doctor_inputs import gather
+
+    options: dict[str, Any] = {
+        "tree": None,
+        "admin": None,
+        "config_dump": None,
+        "stats": None,
+        "logs": [],
+        "gateway": None,
+        "state_file": tmp_path / "up-state.json",
+    }
+    with pytest.raises(MeshwasmError, match="no running gateway found") as missing:
+        gather(**options)
+    assert missing.value.exit_code == ExitCode.NOT_FOUND
+    with pytest.raises(UsageError, match="--stats goes with --config-dump"):
+        gather(**{**options, "stats": tmp_path / "stats.txt"})
+    not_a_dump = tmp_path / "dump.json"
+    not_a_dump.write_text('{"stats": []}')
+    with pytest.raises(UsageError, match="not an Envoy config dump"):
+        gather(**{**options, "config_dump": not_a_dump})
+    not_json = tmp_path / "dump.txt"
+    not_json.write_text("server.uptime: 3\n")
+    with pytest.raises(UsageError, match="not JSON"):
+        gather(**{**options, "config_dump": not_json})
+
+
+def test_saved_files_with_a_tree_and_no_gateway_in_it(tmp_path: Path) -> None:
+    """A cluster's case: the WasmPlugins alone, the dump's node and listeners for the gateway."""
+    from meshwasm.gateway.doctor_inputs import gather
+
+    dump, log = tmp_path / "dump.json", tmp_path / "proxy.log"
+    dump.write_text(json.dumps(istioctl_dump()))
+    log.write_text("\n".join(ISTIO_LOG) + "\n")
+    tree = tmp_path / "plugins.yaml"
+    tree.write_text(
+        "\n---\n".join(
+            [
+                wasm_plugin("a", url="oci://registry.example.com/team/a:v1"),
+                wasm_plugin(
+                    "b", url="oci://registry.example.com/team/b:v2", match=[{"ports": [{"number": 8080}]}]
+                ),
+                wasm_plugin("c", selector={"matchLabels": {"app": "other"}}),
+            ]
+        )
+    )
+    gathered = gather(
+        tree=tree,
+        admin=None,
+        config_dump=dump,
+        stats=None,
+        logs=[log],
+        gateway=None,
+        state_file=tmp_path / "x",
+    )
+    assert any("listen ports from the dump [8080]" in note for note in gathered.notes)
+    assert any("no --stats" in note for note in gathered.notes)
+    found = by_plugin(diagnose(gathered.inputs))
+    assert {k: (f.status, f.reason) for k, f in found.items()} == {
+        "tier2/a": ("running", ""),
+        "tier2/b": ("fetch-failed", "not-found"),
+        "tier2/c": ("not-selected", "labels"),
+        "order:tier2/a": ("ordering", "tie-break"),
+    }
+    assert found["order:tier2/a"].evidence == ["0.0.0.0_8080 runs them in this order"]
