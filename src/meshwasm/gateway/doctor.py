@@ -21,7 +21,7 @@ import itertools
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -456,11 +456,12 @@ class _Diagnoser:
             return finding
         update_time = ecds.get("update_time")
         if accepted and refused and update_time and f.last_updated is not None:
-            accepted_at = datetime.fromtimestamp(update_time / 1000, tz=f.last_updated.tzinfo)
-            if f.last_updated - accepted_at > timedelta(milliseconds=1):
+            accepted_at = datetime.fromtimestamp(update_time / 1000, tz=UTC)
+            received_at = f.last_updated.astimezone(UTC)
+            if received_at - accepted_at > timedelta(milliseconds=1):
                 finding.status, finding.reason = "config-refused", "previous-config"
                 finding.summary = (
-                    f"Envoy refused its latest config ({f.last_updated:%H:%M:%S} UTC) and runs the one it"
+                    f"Envoy refused its latest config ({received_at:%H:%M:%S} UTC) and runs the one it"
                     f" accepted at {accepted_at:%H:%M:%S}: {quoted or '(no log line given)'}."
                 )
                 finding.fix = self._config_fix(plugin)
@@ -658,8 +659,8 @@ class _Diagnoser:
         suspects = []
         for f in wasm:
             after = [ln for ln in traps if _after(ln, f.last_updated)]
-            if not after:
-                continue
+            if not after or _ecds_stats(self.stats, f).get("update_success") == 0:
+                continue  # no trap since its config arrived, or a config Envoy never ran
             failing = self._failed_requests(self.dump.listeners_naming(f.name))
             # A fail-closed VM that trapped fails the requests through it: no 5xx, not this one.
             if f.failure_policy == "FAIL_CLOSED" and failing == 0 and self.stats:
