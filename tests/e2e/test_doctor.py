@@ -145,6 +145,10 @@ def test_the_healthy_seed_tree_is_running(seed_up: Up, demo_wasm: Path) -> None:
     assert "from tsb ingress gateway" in line
     assert f"HTTP filter 1 of 2 on 127.0.0.1_{seed_up.port} (before envoy.filters.http.router)" in line
     assert "evidence: meshwasm up (pid" in result.stderr
+    # Any Envoy's admin, with the tree given: the same line (the module hashed where Envoy reads it).
+    by_admin = doctor_cli(seed_up, str(seed_up.tree), "--admin", seed_up.admin)
+    assert by_admin.returncode == 0, by_admin.stderr
+    assert [ln for ln in by_admin.stdout.splitlines() if not ln.startswith(" ")] == [line]
 
 
 def test_a_config_the_plugin_refuses_leaves_the_previous_one_running(seed_up: Up) -> None:
