@@ -28,6 +28,8 @@ _AREAS = {
     "inspect": "meshwasm.gateway.cli",
     "doctor": "meshwasm.gateway.cli",
     "test-plugin": "meshwasm.host.cli",
+    "cluster": "meshwasm.engine.cli",
+    "apply": "meshwasm.kube.cli",
     "bench": "meshwasm.bench.cli",
 }
 

@@ -63,6 +63,13 @@ def up(
             "need a cosign signature by the key, in the wasmfetcher and the agent (docs/signing.md).",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="embedded (meshwasm's agent and file xDS) or istio (kube-apiserver, istiod, pilot-agent;"
+            " built by `make get-cluster`)."
+        ),
+    ] = "embedded",
 ) -> None:
     """Run the tree's gateway locally with real Envoy, wasmfetcher and httpbin, until Ctrl-C."""
     from meshwasm.gateway.runner import LocalGateway, UpOptions, default_cache_dir
@@ -88,8 +95,15 @@ def up(
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # Also when started in the background by a script, whose shell ignores SIGINT for it.
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    if engine not in ("embedded", "istio"):
+        raise MeshwasmError(f"--engine {engine!r}: choose embedded or istio", exit_code=ExitCode.USAGE)
     started = time.monotonic()
-    local = LocalGateway(options, ui.info)
+    if engine == "istio":
+        from meshwasm.engine.runner import IstioGateway
+
+        local: LocalGateway = IstioGateway(options, ui.info)
+    else:
+        local = LocalGateway(options, ui.info)
     try:
         local.start()
         for line in local.ready_lines():
