@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from meshwasm.gateway.dump_facts import DumpFacts, FilterFacts, ListenerFacts, LogLine, plugin_of_filter
-from meshwasm.gateway.fetch_reasons import AgentLogFailure, classify_fetch_error
+from meshwasm.gateway.fetch_reasons import AgentLogFailure, classify_fetch_error, fetched_url, fetcher_code
 from meshwasm.manifests import istio
 from meshwasm.translate import wasm_plugins as wp
 from meshwasm.translate.istio_to_envoy import ListenPort, module_url
@@ -88,6 +88,7 @@ class DoctorInput:
     stats: dict[str, int] = field(default_factory=dict)
     log: list[LogLine] = field(default_factory=list)
     module_sha256: dict[str, str] = field(default_factory=dict)  # module file -> sha256 (readable here)
+    fetcher_results: dict[str, str] = field(default_factory=dict)  # module URL -> the wasmfetcher's code
     local_gateway: bool = False  # meshwasm up (its fixes differ from a cluster's)
 
 
@@ -529,18 +530,24 @@ class _Diagnoser:
         refused = max(ecds.get("update_rejected", 0), ecds.get("config_fail", 0))
         module_fetched = record is not None and record.path is not None and not record.error
         logged = self._logged_agent_failure(plugin, f, finding.plugin)
-        if record is not None and record.error:
-            reason = classify_fetch_error(record.error)
+        failure = (
+            (record.url, record.error, f"agent, fetching {record.url}")
+            if record is not None and record.error
+            else (logged.what, logged.error, f"agent log, for {logged.what}")
+            if logged is not None
+            else None
+        )
+        if failure is not None:
+            url, error, source = failure
+            if "://" not in url and plugin is not None:
+                url = module_url(plugin)  # Istio names the resource, not the URL, for a pull secret
+            code = fetcher_code(url, self.inp.fetcher_results)
+            reason = classify_fetch_error(error, code)
             finding.status, finding.reason = "fetch-failed", reason.code
-            finding.summary = f"{reason.title}: {_one_line(record.error)}. {serving}"
+            said = f"; the wasmfetcher logged {code} for {fetched_url(url)}" if code else ""
+            finding.summary = f"{reason.title}: {_one_line(error)}{said}. {serving}"
             finding.fix = reason.fix
-            finding.evidence.insert(0, f"agent, fetching {record.url}")
-        elif logged is not None:
-            reason = classify_fetch_error(logged.error)
-            finding.status, finding.reason = "fetch-failed", reason.code
-            finding.summary = f"{reason.title}: {_one_line(logged.error)}. {serving}"
-            finding.fix = reason.fix
-            finding.evidence.insert(0, f"agent log, for {logged.what}")
+            finding.evidence.insert(0, source)
         elif refusal or module_fetched:
             if not refusal and module_fetched:
                 # The agent had the module, so only Envoy can have refused it: its last words.
@@ -583,8 +590,10 @@ class _Diagnoser:
         the filter, for a missing pull secret), meshwasm up's the plugin."""
         names = {f.name, key}
         if plugin is not None:
-            names |= {plugin.spec.url, module_url(plugin)}
-        matching = [failure for failure in self.inp.agent_log if failure.what in names]
+            # The module behind the URL: the tree may name the wasmfetcher under another address
+            # than the agent used (or not at all).
+            names |= {fetched_url(plugin.spec.url), fetched_url(module_url(plugin))}
+        matching = [failure for failure in self.inp.agent_log if fetched_url(failure.what) in names]
         return matching[-1] if matching else None
 
     def _stand_in_effect(self, f: FilterFacts, listeners: list[ListenerFacts], allow: bool) -> dict[str, Any]:
@@ -663,7 +672,7 @@ class _Diagnoser:
                 continue  # no trap since its config arrived, or a config Envoy never ran
             failing = self._failed_requests(self.dump.listeners_naming(f.name))
             # A fail-closed VM that trapped fails the requests through it: no 5xx, not this one.
-            if f.failure_policy == "FAIL_CLOSED" and failing == 0 and self.stats:
+            if f.failure_policy == "FAIL_CLOSED" and failing == 0:
                 continue
             suspects.append((f, after))
         for f, after in suspects:
@@ -672,9 +681,12 @@ class _Diagnoser:
             entry["shared_with"] = [self.labels.get(g.name, g.name) for g, _ in suspects if g is not f]
         return out
 
-    def _failed_requests(self, listeners: list[ListenerFacts]) -> int:
+    def _failed_requests(self, listeners: list[ListenerFacts]) -> int | None:
+        """5xx answered on these listeners; None when the stats do not have the counters (Istio
+        exports them only when proxyStatsMatcher includes them)."""
         names = [f"http.{sp}.downstream_rq_5xx" for listener in listeners for sp in listener.stat_prefixes]
-        return _sum(self.stats, names)[0]
+        total, shown = _sum(self.stats, names)
+        return total if shown else None
 
     def _crashed(
         self, finding: Finding, f: FilterFacts, listeners: list[ListenerFacts], crash: dict[str, Any]
@@ -685,7 +697,8 @@ class _Diagnoser:
         last = traps[-1].message if traps else ""
         failing = self._failed_requests(listeners)
         effect = {
-            "FAIL_CLOSED": f"fail closed: requests through it get 503 ({failing} 5xx on its listener(s))",
+            "FAIL_CLOSED": "fail closed: requests through it get 503"
+            + (f" ({failing} 5xx on its listener(s))" if failing is not None else ""),
             "FAIL_OPEN": "fail open: requests pass without it",
             "FAIL_RELOAD": "fail reload: Envoy reloads the VM"
             + (f" ({', '.join(f'{k} = {v}' for k, v in sorted(reloads.items()))})" if reloads else ""),

@@ -14,7 +14,7 @@ import httpx
 from meshwasm.errors import ExitCode, MeshwasmError, UsageError
 from meshwasm.gateway import doctor
 from meshwasm.gateway.dump_facts import DumpError, parse_config_dump, parse_log, parse_stats
-from meshwasm.gateway.fetch_reasons import istio_agent_failures, up_agent_failures
+from meshwasm.gateway.fetch_reasons import fetcher_log_results, istio_agent_failures, up_agent_failures
 from meshwasm.translate.istio_to_envoy import ListenPort
 
 LOG_TAIL_BYTES = 16 * 1024 * 1024  # the end of a long-running gateway's log is what matters
@@ -181,6 +181,8 @@ def gather(
             labels, namespace = dict(workload["labels"]), workload.get("namespace")
         if record.get("envoy_log"):
             log_paths.insert(0, Path(record["envoy_log"]))
+        # The real engine's agent (pilot-agent, with Envoy's lines) and wasmfetcher logs.
+        log_paths[1:1] = [Path(path) for path in record.get("logs", []) if Path(path).is_file()]
         if tree is None and record.get("tree"):
             tree = Path(record["tree"])
     try:
@@ -196,6 +198,7 @@ def gather(
         *istio_agent_failures([line.message for line in inputs.log]),
         *up_agent_failures(raw_log),
     ]
+    inputs.fetcher_results = fetcher_log_results(raw_log)
     inputs.module_sha256 = module_digests(
         [f.module for f in inputs.dump.filters.values() if f.kind == "wasm" and f.module]
     )

@@ -93,6 +93,17 @@ REASONS: dict[str, FetchReason] = {
             "push a wasm image (`meshwasm image build` then `push`), or point the url at the module itself",
         ),
         FetchReason(
+            "refused",
+            "the module server refused the request (403)",
+            "read the server's reason: the wasmfetcher logs it (`event=pull ... result=<code>`,"
+            " `event=signature_refused`); give its log with --log",
+        ),
+        FetchReason(
+            "upstream-failed",
+            "the module server failed (5xx): behind a wasmfetcher, the registry could not be pulled from",
+            "read the wasmfetcher's log (give it with --log) for the registry's error",
+        ),
+        FetchReason(
             "fetcher-cache",
             "the wasmfetcher could not store the module",
             "free or fix the wasmfetcher's cache volume (see its /readyz)",
@@ -179,6 +190,11 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
             re.IGNORECASE,
         ),
     ),
+    # Istio's http fetcher keeps only the status: "wasm module download request failed: status code N".
+    ("not-found", re.compile(r"status code 40[4]|status code 410")),
+    ("auth", re.compile(r"status code 401")),
+    ("refused", re.compile(r"status code 403")),
+    ("upstream-failed", re.compile(r"status code 5\d\d")),
     ("timeout", re.compile(r"timed out|timeout|deadline", re.IGNORECASE)),
     (
         "unreachable",
@@ -193,8 +209,13 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
 ]
 
 
-def classify_fetch_error(message: str) -> FetchReason:
-    """The reason a module could not be fetched, from the agent's, fetcher's or Istio's words."""
+def classify_fetch_error(message: str, fetcher_code: str | None = None) -> FetchReason:
+    """The reason a module could not be fetched, from the agent's, fetcher's or Istio's words;
+    ``fetcher_code``: what the wasmfetcher's log says about the same pull (it wins)."""
+    if fetcher_code is not None:
+        code = "signature_missing" if fetcher_code.startswith("signature") else fetcher_code
+        if code in FETCHER_CODES:
+            return REASONS[FETCHER_CODES[code]]
     found = _FETCHER_CODE.search(message)
     if found and found["code"] in FETCHER_CODES:
         return REASONS[FETCHER_CODES[found["code"]]]
@@ -264,3 +285,52 @@ def up_agent_failures(lines: list[str]) -> list[AgentLogFailure]:
             effect = "allow" if found["effect"] == "pass" else "deny"
             out.append(AgentLogFailure(found["key"], found["error"], effect))
     return out
+
+
+_LOGFMT = re.compile(r'(\w+)=("(?:[^"\\]|\\.)*"|\S*)')
+
+
+def fetcher_log_results(lines: list[str]) -> dict[str, str]:
+    """What the wasmfetcher's log says of each failed pull, by module URL (the last word wins):
+    ``event=pull ... result=<code>`` (``oci://registry/image:tag``, or the http url) and
+    ``event=signature_refused image=registry/repo reason=<why>`` (as ``signature_<why>``)."""
+    out: dict[str, str] = {}
+    for line in lines:
+        if "event=pull" not in line and "event=signature_refused" not in line:
+            continue
+        fields = {k: v.strip('"') for k, v in _LOGFMT.findall(line)}
+        if fields.get("event") == "pull" and fields.get("result") not in (None, "ok", "unchanged"):
+            if fields.get("kind") == "oci" and fields.get("registry") and fields.get("image"):
+                base = f"oci://{fields['registry']}/{fields['image']}"
+                tag, digest = fields.get("tag", "-"), fields.get("digest", "-")
+                out[f"{base}:{tag}" if tag != "-" else f"{base}@{digest}"] = fields["result"]
+            elif fields.get("url"):
+                out[fields["url"]] = fields["result"]
+        elif fields.get("event") == "signature_refused" and fields.get("image"):
+            out[f"oci://{fields['image']}"] = f"signature_{fields.get('reason', 'refused')}"
+    return out
+
+
+def fetched_url(url: str) -> str:
+    """The module URL behind a wasmfetcher ``.../fetch/<b64>`` URL (``url`` itself otherwise)."""
+    from meshwasm.errors import MeshwasmError
+    from meshwasm.fetcher.urls import decode_fetch_path
+
+    if "/fetch/" not in url:
+        return url
+    try:
+        return decode_fetch_path(url.rsplit("/fetch/", 1)[1].split("?", 1)[0])
+    except MeshwasmError:
+        return url
+
+
+def fetcher_code(url: str, results: dict[str, str]) -> str | None:
+    """The wasmfetcher's logged result for the module ``url`` names (through ``/fetch/<b64>``)."""
+    module = fetched_url(url)
+    if module in results:
+        return results[module]
+    # A signature refusal is logged per repository (oci://registry/repo).
+    for key, code in results.items():
+        if code.startswith("signature_") and module.startswith((f"{key}:", f"{key}@")):
+            return code
+    return None
