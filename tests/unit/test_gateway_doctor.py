@@ -675,3 +675,35 @@ def test_saved_files_with_a_tree_and_no_gateway_in_it(tmp_path: Path) -> None:
         "order:tier2/a": ("ordering", "tie-break"),
     }
     assert found["order:tier2/a"].evidence == ["0.0.0.0_8080 runs them in this order"]
+
+
+def test_the_wasmfetchers_log_says_why_a_pull_through_it_failed() -> None:
+    from meshwasm.gateway.fetch_reasons import fetched_url, fetcher_code, fetcher_log_results
+
+    log = [
+        "ts=2026-11-30T00:18:14.068Z level=info logger=meshwasm.fetcher event=pull kind=oci reason=miss"
+        " registry=r:5000 image=team/m tag=latest digest=sha256:2f37 result=ok duration_ms=89.5 size=44078",
+        "ts=2026-11-30T00:19:12.214Z level=warning logger=meshwasm.fetcher event=pull kind=oci reason=miss"
+        " registry=r:5000 image=team/m tag=v2 digest=- result=image_not_found duration_ms=5.5 size=0",
+        "ts=2026-11-30T00:19:13.000Z level=warning logger=meshwasm.fetcher event=signature_refused"
+        " image=r:5000/team/unsigned digest=sha256:abcd reason=unsigned",
+    ]
+    results = fetcher_log_results(log)
+    assert results == {
+        "oci://r:5000/team/m:v2": "image_not_found",
+        "oci://r:5000/team/unsigned": "signature_unsigned",
+    }
+    fetch = "http://127.0.0.1:56083/fetch/b2NpOi8vcjo1MDAwL3RlYW0vbTp2Mg=="  # oci://r:5000/team/m:v2
+    assert fetched_url(fetch) == "oci://r:5000/team/m:v2"
+    assert fetcher_code(fetch, results) == "image_not_found"
+    assert fetcher_code("oci://r:5000/team/unsigned:v1", results) == "signature_unsigned"
+    assert fetcher_code("oci://r:5000/team/m:latest", results) is None
+    # Istio's http fetcher keeps only the status; the fetcher's code says more, and wins.
+    istio = (
+        f"cannot fetch Wasm module {fetch}: wasm module download failed after 1 attempts, last error:"
+        " wasm module download request failed: status code 403"
+    )
+    assert classify_fetch_error(istio).code == "refused"
+    assert classify_fetch_error(istio, "signature_unsigned").code == "signature"
+    assert classify_fetch_error(istio.replace("403", "404")).code == "not-found"
+    assert classify_fetch_error(istio.replace("403", "502")).code == "upstream-failed"
