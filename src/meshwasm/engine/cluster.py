@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 
+from meshwasm import stopping
 from meshwasm.engine import commands as cmd
 from meshwasm.engine import workloads as wl
 from meshwasm.engine.binaries import EngineFiles, engine_files
@@ -249,6 +250,7 @@ class LocalCluster:
         started = time.monotonic()
         next_note = started + 10
         while True:
+            stopping.check()  # `up --engine istio` asked to stop (SIGTERM, Ctrl-C)
             if check():
                 self.say(f"{what} ready in {time.monotonic() - started:.1f} s")
                 return

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from meshwasm import stopping
 from meshwasm.engine.cluster import ClusterOptions, ClusterState, LocalCluster
 from meshwasm.envoy.process import EnvoyAdmin
 from meshwasm.errors import MeshwasmError, UsageError
@@ -100,7 +101,7 @@ class IstioGateway(LocalGateway):
         self.apply(self.render(), first=True)
         self._write_state()
 
-    def apply(self, rendered: Rendered, *, first: bool = False, changed: set[str] | None = None) -> None:
+    def apply(self, rendered: Rendered, *, first: bool = False, forced: set[str] | None = None) -> None:
         assert self.state is not None
         assert self.loaded is not None
         where = origins(rendered.istio.all(), self.loaded.resources)
@@ -132,6 +133,7 @@ class IstioGateway(LocalGateway):
         deadline = time.monotonic() + timeout
         missing: list[str] = []
         while time.monotonic() < deadline:
+            stopping.check()  # SIGTERM or Ctrl-C while istiod and the agent serve the config
             try:
                 dump = self.admin.config_dump()
             except Exception:

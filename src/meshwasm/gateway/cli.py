@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
-from meshwasm import ui
+from meshwasm import stopping, ui
 from meshwasm.errors import ExitCode, MeshwasmError
-
-
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM stops `up` exactly like Ctrl-C: the same cleanup path.
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def up(
@@ -47,8 +40,24 @@ def up(
         Path | None, typer.Option(help="Module caches [default: $MESHWASM_CACHE_DIR or ~/.cache/meshwasm].")
     ] = None,
     repull_interval: Annotated[
-        float, typer.Option(help="Seconds between checks for new modules of Always plugins.")
+        float,
+        typer.Option(help="Seconds the fetcher trusts a tag it resolved; also the --poll-modules period."),
     ] = 1.0,
+    poll_modules: Annotated[
+        bool,
+        typer.Option(
+            "--poll-modules",
+            help="Not Istio: load a module pushed again under the same tag without an edit (Always plugins,"
+            " through the fetcher). Istio re-pulls only when the WasmPlugin changes.",
+        ),
+    ] = False,
+    pull_secret: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A kubernetes.io/dockerconfigjson Secret manifest for WasmPlugins' imagePullSecret, in their"
+            " namespace (repeatable; Secrets in the tree count too).",
+        ),
+    ] = None,
     restart_envoy: Annotated[
         int, typer.Option(help="Restarts allowed if Envoy dies; then `up` exits with status 1.")
     ] = 3,
@@ -86,17 +95,19 @@ def up(
         gateway=gateway,
         cache_dir=cache_dir or default_cache_dir(),
         repull_interval=repull_interval,
+        poll_modules=poll_modules,
+        pull_secret_files=list(pull_secret or []),
         restart_envoy=restart_envoy,
         state_file=state_file,
         require_signature=list(require_signature or []),
     )
     if not tree.exists():
         raise MeshwasmError(f"{tree}: no such file or directory", exit_code=ExitCode.NOT_FOUND)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    # Also when started in the background by a script, whose shell ignores SIGINT for it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
     if engine not in ("embedded", "istio"):
         raise MeshwasmError(f"--engine {engine!r}: choose embedded or istio", exit_code=ExitCode.USAGE)
+    # SIGTERM stops `up` exactly like Ctrl-C (also when a script started it in the background, its
+    # shell ignoring SIGINT for it): recorded, then acted on where `up` checks (meshwasm.stopping).
+    stopping.install()
     started = time.monotonic()
     if engine == "istio":
         from meshwasm.engine.runner import IstioGateway
@@ -113,6 +124,7 @@ def up(
     except KeyboardInterrupt:
         ui.info("stopping")
     finally:
+        stopping.begin_cleanup()  # a second signal must not cut the cleanup short
         local.stop()
 
 
