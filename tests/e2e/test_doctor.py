@@ -10,12 +10,14 @@ Two gateways, each edited live rather than restarted:
   against a Service's targetPort, another namespace, targetRefs on an Istio-Gateway gateway, an
   allowlist refusal, an unreachable registry, a missing tag, a registry needing credentials, a
   sha256 pin that does not match, an unsigned module under require_signature, a config the
-  plugin refuses, an HTTP plugin run as a NETWORK one, FAIL_OPEN stand-ins letting requests
-  through, and two plugins of equal priority.
+  plugin refuses, an HTTP plugin run as a NETWORK one, an imagePullSecret that does not exist and
+  one with the wrong password, FAIL_OPEN stand-ins letting requests through, and two plugins of
+  equal priority.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -296,9 +298,21 @@ def cases_up(
         plugin("unsigned", f"oci://{unsigned.registry}/{unsigned.repository}:{unsigned.tag}"),
         plugin("bad-config", url, pluginConfig={"header": "x-bad", "value": "v", "path": "sideways"}),
         plugin("network-type", url, type="NETWORK"),
+        plugin("no-secret", authed, imagePullSecret="registry-creds"),
+        plugin("wrong-secret", authed, imagePullSecret="wrong-creds"),
         # Priority 0, as the seed's extension: Istio's tie-break orders them.
         plugin("tier2-gateway-wasm-add-header0-extra", url, priority=0, failStrategy="FAIL_CLOSE"),
     ]
+    wrong = base64.b64encode(f"{auth_registry.username}:not-the-password".encode()).decode()
+    docker_config = json.dumps({"auths": {auth_registry.address: {"auth": wrong}}})
+    secret = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "wrong-creds", "namespace": "tier2"},
+        "type": "kubernetes.io/dockerconfigjson",
+        "data": {".dockerconfigjson": base64.b64encode(docker_config.encode()).decode()},
+    }
+    plugins.append(json.dumps(secret))
     (tree / "doctor-cases.yaml").write_text(CASES.format(plugins="\n---\n".join(plugins)))
     edit(tree / "kustomization.yaml", "  - tier2\n", "  - tier2\n  - doctor-cases.yaml\n")
     scope = f"{unsigned.registry}/{unsigned.repository.split('/')[0]}"
@@ -326,6 +340,8 @@ def test_each_reason_is_diagnosed(cases_up: Up) -> None:
         "tier2/unsigned": ("fetch-failed", "signature"),
         "tier2/bad-config": ("config-refused", "stand-in"),
         "tier2/network-type": ("running", "network"),
+        "tier2/no-secret": ("fetch-failed", "pull-secret"),
+        "tier2/wrong-secret": ("fetch-failed", "auth"),
         SEED: ("running", ""),
         "tier2/tier2-gateway-wasm-add-header0-extra": ("running", ""),
     }
@@ -340,6 +356,7 @@ def test_each_reason_is_diagnosed(cases_up: Up) -> None:
     assert f"network filter 1 of 1 on 127.0.0.1_{cases_up.port}" in network.position
     assert "sees connections and bytes, not HTTP requests" in network.summary
     assert "x-network-type" not in cases_up.get().headers  # it runs, and does nothing to HTTP
+    assert "missing image pulling secret" in found["tier2/no-secret"].summary
     for name in ("not-allowed", "unreachable", "missing-tag", "needs-credentials", "pinned", "unsigned"):
         stand_in = found[f"tier2/{name}"].stand_in
         assert stand_in is not None, name
