@@ -24,8 +24,12 @@ class UnusableModuleUrl(UsageError):
 
 
 def go_url_scheme(url: str) -> str | None:
-    """The scheme Go's ``url.Parse`` finds (lower-cased), or None when there is none; a leading
-    ``:`` is Go's "missing protocol scheme" error (:class:`UnusableModuleUrl`)."""
+    """The scheme Go's ``url.Parse`` finds (lower-cased), or None when there is none.
+
+    Go's getScheme: letters, then letters, digits, ``+``, ``-``, ``.`` up to a ``:``; a digit or
+    one of ``+-.`` first, or any other character before a ``:``, means no scheme. A leading ``:``
+    is Go's "missing protocol scheme" error (:class:`UnusableModuleUrl`).
+    """
     for i, char in enumerate(url):
         if char.isascii() and char.isalpha():
             continue
@@ -41,6 +45,30 @@ def go_url_scheme(url: str) -> str | None:
                 )
             return url[:i].lower()
         return None
+    return None
+
+
+def go_url_error(url: str) -> str | None:
+    """The error Go's ``url.Parse`` gives for ``url`` (as istiod logs it when it drops the
+    WasmPlugin), for the ways a WasmPlugin url fails; None when it parses."""
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "invalid control character in URL"
+    rest = url.split("#", 1)[0]
+    if rest.startswith(":"):
+        return "missing protocol scheme"
+    scheme = go_url_scheme(rest)
+    if scheme is not None:
+        rest = rest[len(scheme) + 1 :]
+    rest = rest.split("?", 1)[0]
+    if not rest.startswith("/"):
+        if scheme is None and ":" in rest.split("/", 1)[0]:
+            return "first path segment in URL cannot contain colon"
+        return None
+    if rest.startswith("//"):
+        host = rest[2:].split("/", 1)[0].rsplit("@", 1)[-1]
+        port = host.rsplit("]", 1)[-1].partition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
+        if port and not port.isdigit():
+            return f'invalid port ":{port}" after host'
     return None
 
 

@@ -35,6 +35,7 @@ from meshwasm.envoy import resources as r
 from meshwasm.envoy.resources import Json
 from meshwasm.manifests import core, istio
 from meshwasm.manifests.problems import Problem
+from meshwasm.manifests.wasm_url import UnusableModuleUrl, go_url_error, go_url_scheme
 from meshwasm.translate import gateway_routes
 from meshwasm.translate import wasm_plugins as wp
 from meshwasm.translate.errors import TranslationError
@@ -145,8 +146,17 @@ def module_url(plugin: istio.WasmPlugin) -> str:
     """The module URL istiod sends the agent: a URL without a scheme means ``oci://``; Go
     lower-cases the scheme."""
     url = plugin.spec.url
-    scheme = wp.go_scheme(url)
+    scheme = _scheme(url)
     return f"oci://{url}" if scheme is None else f"{scheme}{url[len(scheme) :]}"
+
+
+def _scheme(url: str) -> str | None:
+    """Go's scheme of ``url``; a leading ``:`` (Go's parse error, reported by :func:`go_url_error`)
+    counts as none here."""
+    try:
+        return go_url_scheme(url)
+    except UnusableModuleUrl:
+        return None
 
 
 def failure_policy(plugin: istio.WasmPlugin) -> str:
@@ -460,7 +470,7 @@ class _Builder:
             return []
         usable = []
         for plugin in candidates:
-            scheme = wp.go_scheme(plugin.spec.url)
+            scheme = _scheme(plugin.spec.url)
             if scheme not in _URL_SCHEMES:
                 # Istio's validation (validateWasmPluginURL) refuses it at admission.
                 self.problem(
@@ -470,7 +480,7 @@ class _Builder:
                     "spec.url",
                 )
                 continue
-            error = wp.go_url_error(plugin.spec.url)
+            error = go_url_error(plugin.spec.url)
             if error is None:
                 usable.append(plugin)
                 continue
