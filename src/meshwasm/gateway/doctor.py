@@ -28,6 +28,7 @@ from typing import Any
 from meshwasm.gateway.dump_facts import DumpFacts, FilterFacts, ListenerFacts, LogLine, plugin_of_filter
 from meshwasm.gateway.fetch_reasons import AgentLogFailure, classify_fetch_error, fetched_url, fetcher_code
 from meshwasm.manifests import istio
+from meshwasm.manifests.wasm_url import go_url_error, go_url_scheme
 from meshwasm.translate import wasm_plugins as wp
 from meshwasm.translate.istio_to_envoy import ListenPort, module_url
 
@@ -135,7 +136,8 @@ def _key(plugin: istio.WasmPlugin) -> str:
 def selection(plugin: istio.WasmPlugin, gateway: GatewayFacts) -> Finding | list[ListenPort]:
     """The listen ports the plugin applies to on this gateway, or why it applies to none."""
     url = plugin.spec.url
-    scheme = wp.go_scheme(url)
+    # A leading ':' has no scheme; go_url_error below names Go's error for it.
+    scheme = None if url.startswith(":") else go_url_scheme(url)
     if scheme not in _ACCEPTED_SCHEMES:
         return _not_selected(
             plugin,
@@ -144,7 +146,7 @@ def selection(plugin: istio.WasmPlugin, gateway: GatewayFacts) -> Finding | list
             " admitted).",
             "use oci://REGISTRY/REPO:TAG (a registry with a port needs the oci:// prefix), http(s):// or file://",
         )
-    error = wp.go_url_error(url)
+    error = go_url_error(url)
     if error is not None:
         return _not_selected(
             plugin,
