@@ -26,6 +26,7 @@ _AREAS = {
     "render": "meshwasm.translate.cli",
     "up": "meshwasm.gateway.cli",
     "inspect": "meshwasm.gateway.cli",
+    "doctor": "meshwasm.gateway.cli",
     "test-plugin": "meshwasm.host.cli",
     "cluster": "meshwasm.engine.cli",
     "apply": "meshwasm.kube.cli",

@@ -196,6 +196,16 @@ class IstioGateway(LocalGateway):
             "fetcher": self.state.fetcher_base,
             "kubeconfig": self.state.kubeconfig,
             "workdir": str(self.cluster_dir),
+            # For `meshwasm doctor`: the tree, the workload, pilot-agent's log (Envoy's lines too)
+            # and the wasmfetcher's.
+            "doctor": {
+                "tree": str(self.options.tree.resolve()),
+                "workload": {
+                    "labels": self.workload.labels if self.workload else {},
+                    "namespace": self.workload.namespace if self.workload else None,
+                },
+                "logs": [str(self.cluster_dir / "logs" / f"{name}.log") for name in ("agent", "fetcher")],
+            },
         }
         for path in filter(None, [self.options.state_file, state_path()]):
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -119,9 +119,11 @@ class HttpSource:
             ):
                 status = response.status_code
                 if status == 404 or status == 410:
-                    raise NotFound(f"{source.url} answered {status}", code="module_not_found")
+                    detail = _error_detail(response)
+                    raise NotFound(f"{source.url} answered {status}{detail}", code="module_not_found")
                 if status >= 500:
-                    error = UpstreamFailed(f"{source.url} answered {status}", code="upstream_5xx")
+                    detail = _error_detail(response)
+                    error = UpstreamFailed(f"{source.url} answered {status}{detail}", code="upstream_5xx")
                     if status in _NOT_RETRIED_5XX:
                         raise error
                     raise _Retryable(error)
@@ -228,17 +230,22 @@ def _not_wasm(url: str, head: bytes, size: int, *, unwrapped: int = 0) -> str:
 
 
 def _error_detail(response: httpx.Response) -> str:
-    """``: <message>`` from a wasmfetcher's JSON error (e.g. why a signature was refused), else ``""``."""
+    """``: <message> [<code>]`` from a wasmfetcher's JSON error (why a signature was refused, which
+    registry was unreachable), else ``""``; `meshwasm doctor` reads the code."""
     body = b""
     for chunk in response.iter_bytes(4096):
         body += chunk
         if len(body) >= 4096:
             break
     try:
-        message = json.loads(body[:4096])["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+        error = json.loads(body[:4096])["error"]
+        message, code = error["message"], error.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return ""
-    return f": {str(message)[:500]}" if isinstance(message, str) else ""
+    if not isinstance(message, str):
+        return ""
+    suffix = f" [{code}]" if isinstance(code, str) and code.replace("_", "").isalnum() else ""
+    return f": {message[:500]}{suffix}"
 
 
 class _Retryable(Exception):

@@ -166,7 +166,68 @@ def inspect(
     ui.stdout.print(render_text(gateway_view(dump, stats)), markup=False)
 
 
+def doctor(
+    tree: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The tree whose WasmPlugins to judge (TSB or Istio YAML)"
+            " [default: the one `meshwasm up` runs]."
+        ),
+    ] = None,
+    admin: Annotated[
+        str | None, typer.Option(help="Envoy admin URL of a running gateway [default: `meshwasm up`'s].")
+    ] = None,
+    config_dump: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-dump",
+            help="A saved admin /config_dump, or `istioctl proxy-config all POD -o json` (the same JSON).",
+        ),
+    ] = None,
+    stats: Annotated[
+        Path | None, typer.Option("--stats", help="The same Envoy's saved /stats (text, or ?format=json).")
+    ] = None,
+    log: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--log",
+            help="Envoy's or istio-proxy's log (repeatable): the plugin's own messages, traps, Istio agent's"
+            " fetch errors.",
+        ),
+    ] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="Which gateway workload of the tree, by labels (LABEL=VALUE,...).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Say, for each WasmPlugin, whether the gateway runs it and, if not, why, with the fix."""
+    from meshwasm.gateway.doctor import diagnose, render_text, to_json
+    from meshwasm.gateway.doctor_inputs import gather
+    from meshwasm.gateway.runner import state_path
+
+    gathered = gather(
+        tree=tree,
+        admin=admin,
+        config_dump=config_dump,
+        stats=stats,
+        logs=list(log or []),
+        gateway=gateway,
+        state_file=state_path(),
+    )
+    findings = diagnose(gathered.inputs)
+    if json_output:
+        ui.stdout.print_json(
+            json.dumps({"source": gathered.source, "notes": gathered.notes, **to_json(findings)})
+        )
+        return
+    ui.info(f"evidence: {gathered.source}")
+    for note in gathered.notes:
+        ui.info(f"note: {note}")
+    ui.stdout.print(render_text(findings), markup=False, highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to the root app."""
     app.command()(up)
     app.command()(inspect)
+    app.command()(doctor)

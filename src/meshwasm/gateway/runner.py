@@ -33,7 +33,8 @@ from meshwasm.errors import MeshwasmError, UsageError
 from meshwasm.fetcher.process import FetcherProcess
 from meshwasm.gateway import plan as planning
 from meshwasm.gateway import pull_secrets
-from meshwasm.gateway.agent import ModuleAgent, plugin_key, pull_policy, resource_version
+from meshwasm.gateway.agent import ModuleAgent, Resolution, plugin_key, pull_policy, resource_version
+from meshwasm.gateway.doctor import up_record
 from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.manifests import istio, load
 from meshwasm.net import free_port, port_in_use
@@ -103,6 +104,7 @@ class LocalGateway:
         self.envoy_restarts = 0
         self.reported_errors: set[str] = set()
         self.applied_filters: set[str] = set()  # ECDS filters this Envoy serves some config for
+        self.resolutions: dict[str, Resolution] = {}  # the agent's last word per plugin (for doctor)
         self.given_secrets = pull_secrets.load_secret_files(options.pull_secret_files)
 
     # ----- rendering (no side effects)
@@ -247,6 +249,7 @@ class LocalGateway:
         assert self.agent is not None
         secrets = [*pull_secrets.secrets_in(istio_resources.core), *self.given_secrets]
         files: dict[str, str] = {}
+        self.resolutions = {}
         for plugin in istio_resources.wasm_plugins:
             stopping.check()
             key = plugin_key(plugin)
@@ -260,6 +263,7 @@ class LocalGateway:
             result = self.agent.resolve(
                 plugin, resource_version=resource_version(plugin), pull_secret=secret, force=key in forced
             )
+            self.resolutions[key] = result
             if result.path:
                 files[url] = result.path
                 how = "fetched" if result.fetched else "cached"
@@ -308,6 +312,8 @@ class LocalGateway:
         for stale in old_filters - keep:
             stale.unlink(missing_ok=True)
         self.current = rendered
+        if not first:
+            self._write_state()  # what doctor reads: the agent's results of this apply
 
     def _plugin_failed_in_envoy(self, istio_resources: IstioResources, typed: dict[str, Any]) -> None:
         """Envoy rejected a Wasm filter (its module refused to start, usually a bad config).
@@ -456,6 +462,13 @@ class LocalGateway:
             "hostnames": self.workload.hostnames if self.workload else [],
             "fetcher": self.fetcher.url if self.fetcher else None,
             "workdir": str(self.workdir),
+            "doctor": up_record(
+                self.resolutions.values(),
+                envoy_log=self.envoy.process.log_path,
+                tree=self.options.tree,
+                labels=self.workload.labels if self.workload else {},
+                namespace=self.workload.namespace if self.workload else None,
+            ),
         }
         for path in filter(None, [self.options.state_file, state_path()]):
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -49,11 +49,13 @@ __all__ = [
     "ROOT_NAMESPACE",
     "EnvoyConfig",
     "FilterConfigSourceFactory",
+    "ListenPort",
     "cluster_name",
     "failure_policy",
     "filter_name",
     "istio_to_envoy",
     "labels_match",
+    "listen_ports",
     "module_url",
     "upstream_key",
 ]
@@ -189,6 +191,48 @@ def istio_to_envoy(
         istio_resources, workload_labels, module_files, upstreams, xds, workload_namespace, root_namespace
     )
     return builder.build(bind_address, dict(port_map or {}))
+
+
+@dataclass(frozen=True)
+class ListenPort:
+    """A Gateway server port and the port the gateway's pods listen on for it (what a WasmPlugin's
+    ``match.ports`` name), with the Service that remapped it, if one did."""
+
+    server_port: int
+    port: int
+    service: str | None = None  # "namespace/name" of the Service whose targetPort it is
+
+
+def listen_ports(
+    istio_resources: IstioResources, *, workload_labels: Mapping[str, str], workload_namespace: str | None
+) -> list[ListenPort]:
+    """The ports of the Gateways selecting the workload, translated as :func:`istio_to_envoy` does
+    (a Service in the workload's namespace selecting it turns a server port into its targetPort)."""
+    builder = _Builder(
+        istio_resources, workload_labels, {}, {}, _no_source, workload_namespace, ROOT_NAMESPACE
+    )
+    services = builder.gateway_services()
+    out: dict[int, ListenPort] = {}
+    for gateway in istio_resources.gateways:
+        if not labels_match(gateway.spec.selector, workload_labels):
+            continue
+        for server in gateway.spec.servers:
+            number = server.port.number
+            port = builder.listen_port(number, services)
+            remapped_by = next(
+                (
+                    f"{s.namespace or 'default'}/{s.name}"
+                    for s in services
+                    if any(p.port == number for p in s.spec.ports)
+                ),
+                None,
+            )
+            out.setdefault(number, ListenPort(number, port, remapped_by if port != number else None))
+    return [out[number] for number in sorted(out)]
+
+
+def _no_source(_name: str) -> Json:
+    return {}
 
 
 @dataclass
