@@ -11,6 +11,7 @@ from meshwasm.manifests import crd_families
 from meshwasm.manifests.cel import compile_rule
 from meshwasm.manifests.crd_families import SpecFamily
 from meshwasm.manifests.crd_validation import (
+    SchemaNode,
     SchemaValidator,
     _Errors,
     cel_type,
@@ -212,3 +213,20 @@ def test_a_nodes_shortcut_verdict_is_its_full_checks(hole, value):
     full = _Errors()
     node.check(value, ("spec", hole), full)
     assert node.accepts(value, ("spec", hole)) == (not full.found)
+
+
+def test_families_sharing_what_passed_still_refuse_a_bad_hole(monkeypatch):
+    shared: dict[Any, Any] = {}
+    first, second = (SpecFamily(API, KIND, HOLES, passed=shared) for _ in range(2))
+    other = {**TEMPLATE, "phase": "STATS"}  # another extension's template
+    selector, bad = {"matchLabels": {"app": "gw"}}, {"matchLabels": {"app": "gw*"}}
+    assert first.errors(member("a0", selector)) == []
+    assert second.errors(member("b0", {"matchLabels": {"app": "w"}}, template=other)) == []
+    checked: list[Any] = []
+    accepts = SchemaNode.accepts
+    monkeypatch.setattr(SchemaNode, "accepts", lambda n, v, p: (checked.append(v), accepts(n, v, p))[1])
+    assert second.errors(member("b1", selector, template=other)) == []
+    assert all(v is not selector for v in checked), "it passed in the first family's witness"
+    refused = member("b2", bad, template=other)
+    assert second.errors(refused) == validate_manifest(refused) != []
+    assert first.errors(member("a1", bad)) == validate_manifest(member("a1", bad)) != []

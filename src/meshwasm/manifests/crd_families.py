@@ -29,21 +29,33 @@ from meshwasm.manifests.crd_validation import FieldError, SchemaNode, validate_m
 
 _TOP_LEVEL = frozenset({"apiVersion", "kind", "metadata", "spec"})
 
+# Hole values seen to pass: (id of the hole's schema node, id of the value) -> the node and value.
+PassedHoles = dict[tuple[int, int], tuple[SchemaNode, Any]]
+
 
 class SpecFamily:
     """Manifests of one kind that share their spec but the ``holes`` (see the module docstring).
 
     One family lives as long as one batch of checks (a translation): it keeps its witnesses and
     the hole values it has seen pass, by identity, and relies on the members not changing.
+    Families of one batch may share ``passed`` (the hole values seen to pass, per schema node): a
+    gateway's one selector object is in a plugin of each of its extensions.
     """
 
-    def __init__(self, api_version: str, kind: str, holes: Iterable[str]):
+    def __init__(
+        self,
+        api_version: str,
+        kind: str,
+        holes: Iterable[str],
+        passed: PassedHoles | None = None,
+    ):
         self.api_version = api_version
         self.kind = kind
         self.holes = frozenset(holes)
         validator = validator_for(api_version, kind)
         spec = validator.root.child("spec") if validator is not None else None
         self._spec: SchemaNode | None = None
+        self._nodes: dict[str, SchemaNode | None] = {}
         # Only when no check above the holes reads their values is the fast path exact.
         if (
             validator is not None
@@ -53,10 +65,12 @@ class SpecFamily:
             and not spec.reads_values_of(self.holes)
         ):
             self._spec = spec
+            self._nodes = {name: spec.child(name) for name in self.holes}
         # Spec keys (in order) -> the witness's values of the fields that are not holes.
         self._witnesses: dict[tuple[str, ...], dict[str, Any]] = {}
-        # (hole, id) -> a value that passed the hole's node (kept, so the id is not reused meanwhile).
-        self._passed: dict[tuple[str, int], Any] = {}
+        # (id of a hole's node, id of a value) -> the node and the value, which passed it (both
+        # kept, so neither id is reused meanwhile).
+        self._passed: PassedHoles = passed if passed is not None else {}
 
     @property
     def fast(self) -> bool:
@@ -74,8 +88,7 @@ class SpecFamily:
         return found
 
     def _accepts(self, manifest: Mapping[str, Any]) -> bool:
-        node = self._spec
-        if node is None or manifest.keys() != _TOP_LEVEL:
+        if self._spec is None or manifest.keys() != _TOP_LEVEL:
             return False
         if manifest["apiVersion"] != self.api_version or manifest["kind"] != self.kind:
             return False
@@ -88,21 +101,21 @@ class SpecFamily:
         for name, value in witness.items():
             if spec[name] is not value:
                 return False
-        for name in self.holes:
-            if name in spec and not self._hole_passes(node, name, spec[name]):
-                return False
-        return True
+        return all(self._hole_passes(name, spec[name]) for name in self.holes if name in spec)
 
-    def _hole_passes(self, spec: SchemaNode, name: str, value: Any) -> bool:
+    def _hole_passes(self, name: str, value: Any) -> bool:
         if value is None:
             return False
-        key = (name, id(value))
-        if self._passed.get(key) is value:
+        node = self._nodes[name]
+        if node is None:
+            return True  # nothing checks it (a hole the witness had too, so not an unknown field)
+        key = (id(node), id(value))
+        seen = self._passed.get(key)
+        if seen is not None and seen[0] is node and seen[1] is value:
             return True
-        child = spec.child(name)
-        if child is not None and not child.accepts(value, ("spec", name)):
+        if not node.accepts(value, ("spec", name)):
             return False
-        self._passed[key] = value
+        self._passed[key] = (node, value)
         return True
 
     def _remember(self, manifest: Mapping[str, Any]) -> None:
@@ -116,4 +129,6 @@ class SpecFamily:
             return
         self._witnesses.setdefault(tuple(spec), {k: v for k, v in spec.items() if k not in self.holes})
         for name in self.holes & spec.keys():
-            self._passed[(name, id(spec[name]))] = spec[name]
+            node = self._nodes[name]
+            if node is not None:
+                self._passed[(id(node), id(spec[name]))] = (node, spec[name])

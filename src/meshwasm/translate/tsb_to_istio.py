@@ -31,7 +31,7 @@ from typing import Any
 from meshwasm.manifests import core, istio, tsb
 from meshwasm.manifests.base import ObjectMeta, Resource
 from meshwasm.manifests.bulk import fewer_collections
-from meshwasm.manifests.crd_families import SpecFamily
+from meshwasm.manifests.crd_families import PassedHoles, SpecFamily
 from meshwasm.manifests.loader import LoadedTree
 from meshwasm.manifests.problems import Problem
 from meshwasm.translate import emitted
@@ -99,6 +99,9 @@ class _Context:
         self.schemas: dict[int, ConfigSchema | None] = {}
         # Per extension: what its WasmPlugins share, and the family that checks them.
         self.templates: dict[str, tuple[dict[str, Any], SpecFamily]] = {}
+        # What the families have seen pass in their plugins' own fields (a gateway's selector is
+        # in one plugin of each extension it attaches).
+        self.passed_holes: PassedHoles = {}
         self.emitted: dict[tuple[str, str, str], str] = {}
         self.groups: dict[tuple[str | None, str | None, str | None, str], tsb.GatewayGroup] = {}
         self.services: dict[str, core.Service] = {}
@@ -429,7 +432,9 @@ class _Context:
         found = self.templates.get(extension.fqn)
         if found is None:
             url = fetcher_url(extension.spec.module_url, self.fetcher_base)
-            family = SpecFamily(istio.WASM_API_VERSION, "WasmPlugin", emitted.PLUGIN_HOLES)
+            family = SpecFamily(
+                istio.WASM_API_VERSION, "WasmPlugin", emitted.PLUGIN_HOLES, passed=self.passed_holes
+            )
             found = self.templates[extension.fqn] = (emitted.spec_template(extension, url), family)
         return found
 
