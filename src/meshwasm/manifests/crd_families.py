@@ -6,8 +6,10 @@ of their own (selector, pluginConfig, pluginName: the *holes*). Validating each 
 the same work on the shared part. A :class:`SpecFamily` validates one member in full (the
 witness) and accepts a later member without the full walk when that is exact:
 
-- it has the same top-level keys as the witness, and the very same objects in every field of
-  its spec that is not a hole (members are built from one template and never changed);
+- it has the same spec keys, in the same order, as a witness, and the very same objects in
+  every field of its spec that is not a hole (members are built from one template and never
+  changed); its metadata is not the CRD schema's to check (names.metadata_errors checks every
+  member's);
 - each hole's value passes the schema node of that field on its own, and is not null (so a
   rule's ``has()`` of it sees what it saw in the witness, whose holes are not null either);
 - no check above the holes depends on a hole's value: neither the root's nor the spec's own
@@ -17,7 +19,7 @@ witness) and accepts a later member without the full walk when that is exact:
 Then the full check finds nothing either: every check it makes is one the witness passed, or a
 hole's own. Anything else goes through :func:`validate_manifest`, so a refusal is always the full
 check's, in its words and order (tests/unit/test_manifests_crd_families.py compares the two on
-mutated manifests and trees).
+mutated manifests; tests/unit/test_translate_emitted.py checks what a translation hands over).
 """
 
 from __future__ import annotations
