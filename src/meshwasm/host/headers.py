@@ -68,6 +68,10 @@ class HeaderMap(Mapping[str, str]):
     def pairs(self) -> list[tuple[str, str]]:
         return list(self._pairs)
 
+    def entry_count(self) -> int:
+        """Entries, repeats counted (what Envoy passes a header callback)."""
+        return len(self._pairs)
+
     def first(self, name: str) -> str | None:
         values = self.get_all(name)
         return values[0] if values else None
