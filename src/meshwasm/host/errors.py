@@ -11,9 +11,36 @@ if TYPE_CHECKING:
     from meshwasm.host.state import LogEntry
 
 
+def readable_lines(logs: Sequence[LogEntry]) -> list[tuple[str, str]]:
+    """(level, line) for reading: consecutive writes to stdout or stderr (Envoy logs each write,
+    so a Go panic comes in many pieces) joined back into the lines the module wrote."""
+    out: list[tuple[str, str]] = []
+    pending: list[str] = []
+    level = ""
+
+    def flush() -> None:
+        if pending:
+            out.extend((level, line) for line in "".join(pending).rstrip("\n").split("\n"))
+            pending.clear()
+
+    for entry in logs:
+        if entry.written is not None and (not pending or entry.level_name == level):
+            level = entry.level_name
+            pending.append(entry.written)
+            continue
+        flush()
+        if entry.written is not None:
+            level = entry.level_name
+            pending.append(entry.written)
+        else:
+            out.append((entry.level_name, entry.message))
+    flush()
+    return out
+
+
 def format_logs(logs: Sequence[LogEntry], *, limit: int = 20) -> str:
-    tail = list(logs)[-limit:]
-    return "\n".join(f"    [{entry.level_name}] {entry.message}" for entry in tail)
+    tail = readable_lines(list(logs)[-200:])[-limit:]
+    return "\n".join(f"    [{level}] {line}" for level, line in tail)
 
 
 class PluginError(MeshwasmError):
@@ -78,7 +105,7 @@ class PluginTrap(PluginError):
     def __init__(self, callback: str, reason: str, logs: Sequence[LogEntry], backtrace: Sequence[str] = ()):
         self.callback = callback
         self.reason = reason
-        self.logs = list(logs)[-50:]
+        self.logs = list(logs)[-200:]
         self.backtrace = list(backtrace)
         message = f"{self.what} in {callback}: {reason}"
         if self.backtrace:

@@ -33,7 +33,6 @@ from meshwasm.host.errors import (
     PluginTrap,
     ResourceLimitError,
 )
-from meshwasm.host.functions.wasi import ProcExit
 from meshwasm.host.properties import Attributes, PropertyValue
 from meshwasm.host.runtime import EngineKey, LoadedModule, WasmVM, load_module, load_path
 from meshwasm.host.shared import SharedData, SharedQueues
@@ -167,12 +166,16 @@ class Plugin:
 
     def _start(self) -> None:
         exports = self.info.exports
-        if "_initialize" in exports:
-            self._invoke("_initialize")
-            if exports.get("main") == "func":
-                self._invoke("main", 0, 0)
-        elif "_start" in exports:
-            self._invoke("_start")
+        self.state.starting = True
+        try:
+            if "_initialize" in exports:
+                self._invoke("_initialize")
+                if exports.get("main") == "func":
+                    self._invoke("main", 0, 0)
+            elif "_start" in exports:
+                self._invoke("_start")
+        finally:
+            self.state.starting = False
         self._call("proxy_on_context_create", ROOT_CONTEXT_ID, 0)
         started = self._call("proxy_on_vm_start", ROOT_CONTEXT_ID, len(self.state.vm_configuration))
         if self.vm.has("proxy_on_vm_start") and not started:
@@ -397,8 +400,6 @@ class Plugin:
             self.vm.leave(previous)
             dispatcher.depth -= 1
             state.depth -= 1
-            if state.depth == 0:
-                state.flush_stdio()
         if dispatcher.depth == 0:
             dispatcher.drain()
         return result
@@ -406,7 +407,6 @@ class Plugin:
     def _fault(self, callback: str, exc: Exception) -> PluginError | None:
         """Name what went wrong in ``callback``; None when it was not a failure (exit 0 in _start)."""
         state = self.state
-        state.flush_stdio()
         pending, state.pending_error = state.pending_error, None
         backtrace = _backtrace(exc)
         error: PluginError
@@ -414,11 +414,7 @@ class Plugin:
             self._failed = PluginError(f"{self.source}: interrupted in {callback}")
             state.failed = True
             raise KeyboardInterrupt
-        if isinstance(pending, ProcExit):
-            if callback == "_start" and pending.code == 0:
-                return None
-            error = PluginTrap(callback, str(pending), state.logs, backtrace)
-        elif isinstance(pending, LifecycleError):
+        if isinstance(pending, LifecycleError):
             error = pending
         elif isinstance(pending, DeadlineExceeded):
             error = DeadlineExceeded(callback, pending.deadline, state.logs, backtrace)

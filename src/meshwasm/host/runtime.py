@@ -26,13 +26,14 @@ from typing import Any, ClassVar
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from meshwasm.host.errors import MissingImportError, ModuleRejected
+from meshwasm.host.errors import MissingImportError, ModuleRejected, PluginTrap
 from meshwasm.host.functions import resolve
 from meshwasm.host.memory import OutOfBounds
 from meshwasm.host.state import VmState
 from meshwasm.host.surface import (
     ABI_VERSIONS,
     ENVOY_ABI_REFUSAL,
+    REFUSED_WHILE_STARTING,
     WASI_MODULES,
     HostFunction,
     effective_abi,
@@ -114,6 +115,7 @@ def _trampoline(function: HostFunction) -> Any:
     has_result = bool(function.results)
     fault = WASI_EFAULT if function.module in WASI_MODULES else INVALID_MEMORY_ACCESS
     name = function.name
+    restricted = function.qualified in REFUSED_WHILE_STARTING
     string_at = ctypes.string_at
     u32 = ctypes.c_uint32
 
@@ -122,6 +124,14 @@ def _trampoline(function: HostFunction) -> Any:
         try:
             if vm is None:
                 raise HostFault(f"{name} called outside a meshwasm call into wasm")
+            if restricted and vm.starting:
+                raise PluginTrap(
+                    vm.callback,
+                    f"restricted_callback: {function.qualified} called while the VM starts"
+                    " (_initialize, main, _start): Envoy fails the VM; of the proxy_* calls only"
+                    " proxy_log may be made then",
+                    vm.logs,
+                )
             result = implementation(vm, *args.unpack(string_at(raw, size))) if count else implementation(vm)
             if has_result:
                 u32.from_address(raw).value = result & 0xFFFFFFFF
@@ -279,7 +289,7 @@ def load_module(data: bytes, *, source: str, key: EngineKey) -> LoadedModule:
     info = inspect_module(data, source=source)
     abi = effective_abi(info.exports)
     if abi is None:
-        markers = [name for name in info.exports if name.startswith("proxy_abi_version_")]
+        markers = [n for n, k in info.exports.items() if k == "func" and n.startswith("proxy_abi_version_")]
         what = (
             f"it exports only ABI markers Envoy does not know ({', '.join(markers)})"
             if markers

@@ -33,14 +33,17 @@ ROOT_CONTEXT_ID = 1
 DEFAULT_MEMORY_LIMIT = 1 << 30  # linear memory plus what the host holds for the module
 MAX_POSTED_PER_STEP = 10_000  # on_queue_ready deliveries one test step may cause
 MAX_LOG_BYTES = 64 << 20  # past this the oldest log entries are dropped (counted in logs_dropped)
-MAX_LINE = 64 << 10  # stdout/stderr bytes without a newline logged as one entry
 MAX_SAMPLES = 100_000  # histogram samples kept per metric
 
 
 @dataclass(frozen=True)
 class LogEntry:
+    """One log line as Envoy logs it. ``written`` is set for what the module wrote to stdout or
+    stderr: the exact text of that fd_write (Envoy logs each write, less one trailing newline)."""
+
     level: LogLevel
     message: str
+    written: str | None = None
 
     @property
     def level_name(self) -> str:
@@ -180,7 +183,6 @@ class VmState:
         self.logs: list[LogEntry] = []
         self.logs_dropped = 0
         self._log_bytes = 0
-        self._stdio: dict[int, bytearray] = {1: bytearray(), 2: bytearray()}
         self.violations: list[Violation] = []
         # contexts
         self.streams: dict[int, HttpStream] = {}
@@ -210,6 +212,7 @@ class VmState:
         self._wall_origin = time.time_ns()
         self._monotonic_origin = time.monotonic_ns()
         self.shutting_down = False
+        self.starting = False  # in _initialize / main / _start: Envoy restricts the host calls
         # the host-side memory budget
         self.host_bytes = 0
         # calls in progress (the runner keeps these): the deadline counts from call_started
@@ -220,8 +223,8 @@ class VmState:
         self.dispatcher = Dispatcher.current()
 
     # -- logs -----------------------------------------------------------------------------------
-    def log(self, level: LogLevel, message: str) -> None:
-        self.logs.append(LogEntry(level, message))
+    def log(self, level: LogLevel, message: str, *, written: str | None = None) -> None:
+        self.logs.append(LogEntry(level, message, written))
         self._log_bytes += len(message)
         if self._log_bytes > MAX_LOG_BYTES:
             # Bounded by design: a plugin logging in a loop (or a long soak) cannot fill the host.
@@ -230,29 +233,14 @@ class VmState:
             del self.logs[:half]
             self.logs_dropped += half
 
-    def write_stdio(self, fd: int, data: bytes | memoryview) -> None:
-        """fd 1 logs at info, fd 2 at error, as Envoy does; whole lines (a Go panic, written a
-        few bytes at a time, reads as lines), a line longer than ``MAX_LINE`` in pieces."""
-        pending = self._stdio[fd]
-        start = len(pending)
-        pending += data
-        newline = pending.find(b"\n", start)
-        while newline >= 0:
-            self._stdio_line(fd, bytes(pending[:newline]))
-            del pending[: newline + 1]
-            newline = pending.find(b"\n")
-        while len(pending) >= MAX_LINE:
-            self._stdio_line(fd, bytes(pending[:MAX_LINE]))
-            del pending[:MAX_LINE]
-
-    def flush_stdio(self) -> None:
-        for fd, pending in self._stdio.items():
-            if pending:
-                self._stdio_line(fd, bytes(pending))
-                pending.clear()
-
-    def _stdio_line(self, fd: int, line: bytes) -> None:
-        self.log(LogLevel.INFO if fd == 1 else LogLevel.ERROR, line.decode("utf-8", errors="replace"))
+    def write_stdio(self, fd: int, data: bytes) -> None:
+        """What fd_write sends to fd 1 (info) or 2 (error): one log entry per call, without one
+        trailing newline, as Envoy logs it (so a Go panic, written a few bytes at a time, is in
+        pieces here as there)."""
+        if data:
+            text = data.decode("utf-8", errors="replace")
+            message = text[:-1] if text.endswith("\n") else text
+            self.log(LogLevel.INFO if fd == 1 else LogLevel.ERROR, message, written=text)
 
     def refuse(self, call: str, status: Status, why: str) -> int:
         """Envoy's answer to a call made in a state where it refuses it: recorded, raised in strict mode."""

@@ -194,6 +194,19 @@ WASI_FUNCTIONS: tuple[HostFunction, ...] = tuple(
 
 SURFACE: tuple[HostFunction, ...] = PROXY_FUNCTIONS + EMSCRIPTEN_FUNCTIONS + WASI_FUNCTIONS
 
+# What Envoy refuses while a module starts (_initialize, main, _start): it fails the VM with
+# "restricted_callback". Everything else in the table may be called then (measured on Envoy 1.40:
+# every proxy_* call but proxy_log, pthread_equal, and the first WASI calls cpp-host registered).
+REFUSED_WHILE_STARTING = frozenset(
+    [f.qualified for f in PROXY_FUNCTIONS if f.name != "proxy_log"]
+    + ["env.pthread_equal"]
+    + [
+        f"{module}.{name}"
+        for module in WASI_MODULES
+        for name in ("fd_close", "fd_read", "fd_seek", "path_open", "proc_exit", "sched_yield")
+    ]
+)
+
 
 def provided(abi: str) -> list[HostFunction]:
     """What Envoy links into a module of ABI ``abi``."""

@@ -8,22 +8,14 @@ from __future__ import annotations
 import os
 import struct
 
-from meshwasm.host.abi import LogLevel
+from meshwasm.host.abi import Status
 from meshwasm.host.functions import host_function
-from meshwasm.host.state import VmState
+from meshwasm.host.state import Violation, VmState
 from meshwasm.host.surface import EBADF, EEXIST, ENOTSUP, ESUCCESS
 
 _STDIO = (1, 2)
 _WRITE_RIGHTS = 0x40  # fd_write
 _IOVEC = struct.Struct("<II")
-
-
-class ProcExit(Exception):
-    """The module called WASI proc_exit; Envoy treats it as the VM failing."""
-
-    def __init__(self, code: int):
-        super().__init__(f"proc_exit({code})")
-        self.code = code
 
 
 @host_function("wasi.args_get")
@@ -89,18 +81,17 @@ def random_get(vm: VmState, buf: int, size: int) -> int:
 
 @host_function("wasi.fd_write")
 def fd_write(vm: VmState, fd: int, iovs: int, iovs_len: int, nwritten_ptr: int) -> int:
+    """cpp-host's writev: every non-empty iovec must be in memory (else EFAULT, nothing logged),
+    the bytes are logged as one message, then the count is stored (EFAULT if it cannot be)."""
     if fd not in _STDIO:
         return EBADF
     mem = vm.mem
-    vectors = list(_IOVEC.iter_unpack(mem.view(iovs, 8 * iovs_len)))
+    vectors = [(ptr, size) for ptr, size in _IOVEC.iter_unpack(mem.view(iovs, 8 * iovs_len)) if size]
     total = sum(size for _, size in vectors)
-    # Charged before a byte is copied: iovecs may all name the same large span.
+    # Charged before a byte is copied: the iovecs may all name the same large span.
     vm.charge(total, f"fd_write of {iovs_len} iovecs", "fd_write")
-    for ptr, size in vectors:
-        mem.view(ptr, size)  # every buffer in bounds before anything is written out (EFAULT)
-    for ptr, size in vectors:
-        if size:
-            vm.write_stdio(fd, mem.view(ptr, size))
+    data = b"".join(mem.view(ptr, size) for ptr, size in vectors)
+    vm.write_stdio(fd, data)
     mem.put_u32(nwritten_ptr, total)
     return ESUCCESS
 
@@ -150,5 +141,5 @@ def poll_oneoff(vm: VmState, in_ptr: int, out_ptr: int, nsubscriptions: int, nev
 
 @host_function("wasi.proc_exit")
 def proc_exit(vm: VmState, code: int) -> None:
-    vm.log(LogLevel.INFO if code == 0 else LogLevel.ERROR, f"proc_exit({code})")
-    raise ProcExit(code)
+    """Envoy only notes it (at trace level) and returns: the module carries on (or traps)."""
+    vm.violations.append(Violation("proc_exit", Status.OK, f"proc_exit({code}): Envoy returns to the module"))
