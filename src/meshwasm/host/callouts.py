@@ -98,6 +98,15 @@ class PendingHttpCall:
         proxy_get_status answers BrokenConnection with the message "reset"."""
         self._deliver(None)
 
+    def connection_refused(self) -> None:
+        """The callout's upstream refused the connection: Envoy's router answers it with its own
+        503 (the plugin sees a response, not a failure; checked against Envoy)."""
+        body = (
+            b"upstream connect error or disconnect/reset before headers."
+            b" reset reason: remote connection failure"
+        )
+        self.respond(503, [("content-length", str(len(body))), ("content-type", "text/plain")], body)
+
     def time_out(self) -> None:
         """The callout's timeout passed: Envoy's router answers it with its own 504."""
         self.respond(

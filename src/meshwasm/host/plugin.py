@@ -202,12 +202,16 @@ class Plugin:
         self._call("proxy_on_tick", ROOT_CONTEXT_ID)
 
     def advance(self, milliseconds: float) -> int:
-        """Move the plugin's clock on (freezing it first if needed): runs proxy_on_tick once per
-        tick period that passes, as Envoy's timer does, and times out HTTP callouts whose
-        timeout passes (Envoy's 504). Returns the number of ticks run."""
+        """Move the plugin's clock on: runs proxy_on_tick once per tick period that passes, as
+        Envoy's timer does, and times out HTTP callouts whose timeout passes (Envoy's 504).
+        The first call freezes the clock (a period set before counts from then). Returns the
+        number of ticks run."""
         state = self.state
         if state.now_ns is None:
+            # The clock freezes here; a tick period set before counts from now.
             state.now_ns = time.time_ns()
+            if state.next_tick_ns is not None:
+                state.next_tick_ns = state.now_ns + state.tick_period_ms * 1_000_000
         target = state.now_ns + int(milliseconds * 1_000_000)
         ticks = 0
         for _ in range(MAX_EVENTS_PER_ADVANCE):
@@ -400,8 +404,8 @@ class Plugin:
             self.vm.leave(previous)
             dispatcher.depth -= 1
             state.depth -= 1
-        if dispatcher.depth == 0:
-            dispatcher.drain()
+        if dispatcher.depth == 0 and dispatcher.steps == 0:
+            dispatcher.drain()  # a call the test made directly: posted work runs now
         return result
 
     def _fault(self, callback: str, exc: Exception) -> PluginError | None:

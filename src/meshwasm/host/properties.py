@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from meshwasm.host.abi import serialize_pairs
+from meshwasm.host.abi import MapType, serialize_pairs
 
 if TYPE_CHECKING:
     from meshwasm.host.stream import HttpStream
@@ -248,27 +248,29 @@ def _headers(pairs: Sequence[tuple[str, str]]) -> dict[str, str]:
 
 
 def _request(stream: HttpStream, protocol: str) -> dict[str, Any]:
-    headers = stream.request_headers
-    request: dict[str, Any] = {"headers": _headers(headers.pairs()), "protocol": protocol}
-    for attribute, header in (
-        ("path", ":path"),
-        ("host", ":authority"),
-        ("method", ":method"),
-        ("scheme", ":scheme"),
-        ("id", "x-request-id"),
-        ("referer", "referer"),
-        ("useragent", "user-agent"),
-    ):
-        value = headers.first(header)
-        if value is not None:
-            request[attribute] = value
-    full = headers.first(":path")
-    if full is not None:
-        request["url_path"] = full.split("?", 1)[0]
-        if "?" in full:
-            request["query"] = full.split("?", 1)[1]
-    request["time"] = Nanos(stream.started_ns)
-    request["size"] = len(stream.request_body)
+    """Envoy reads the header-backed request attributes from the request headers it exposes:
+    in their callback, while the request is paused, and in on_log; not after it continued."""
+    request: dict[str, Any] = {"protocol": protocol, "time": Nanos(stream.started_ns)}
+    headers = stream.header_map(MapType.REQUEST_HEADERS, write=False)
+    if headers is not None:
+        request["headers"] = _headers(headers.pairs())
+        for attribute, header in (
+            ("path", ":path"),
+            ("host", ":authority"),
+            ("method", ":method"),
+            ("scheme", ":scheme"),
+            ("id", "x-request-id"),
+            ("referer", "referer"),
+            ("useragent", "user-agent"),
+        ):
+            value = headers.first(header)
+            if value is not None:
+                request[attribute] = value
+        full = headers.first(":path")
+        if full is not None:
+            request["url_path"] = full.split("?", 1)[0]
+            if "?" in full:
+                request["query"] = full.split("?", 1)[1]
     return request
 
 
@@ -283,10 +285,13 @@ def _response(stream: HttpStream) -> dict[str, Any] | None:
     status = stream.response_headers.first(":status")
     if status is None:
         return None
-    response: dict[str, Any] = {"headers": _headers(stream.response_headers.pairs())}
+    response: dict[str, Any] = {}
     if status.isdigit():
         response["code"] = int(status)
-    if stream.response_trailers.pairs():
-        response["trailers"] = _headers(stream.response_trailers.pairs())
-    response["size"] = len(stream.response_body)
+    headers = stream.header_map(MapType.RESPONSE_HEADERS, write=False)
+    if headers is not None:
+        response["headers"] = _headers(headers.pairs())
+    trailers = stream.header_map(MapType.RESPONSE_TRAILERS, write=False)
+    if trailers is not None and trailers.pairs():
+        response["trailers"] = _headers(trailers.pairs())
     return response

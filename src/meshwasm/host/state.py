@@ -15,7 +15,8 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -105,14 +106,26 @@ class Dispatcher:
 
     def __init__(self) -> None:
         self.depth = 0  # calls into any VM in progress on this thread
+        self.steps = 0  # test-level operations in progress (the stream has not yet seen the action)
         self._posted: deque[tuple[VmState, Callable[[], None]]] = deque()
         self._draining = False
+
+    @contextmanager
+    def step(self) -> Iterator[None]:
+        """One operation of the test (send headers, answer a callout, tick...): posted work runs
+        when it is over, as Envoy runs it once the current event is handled."""
+        self.steps += 1
+        try:
+            yield
+        finally:
+            self.steps -= 1
+        self.drain()
 
     def post(self, owner: VmState, action: Callable[[], None]) -> None:
         self._posted.append((owner, action))
 
     def drain(self) -> None:
-        if self._draining or self.depth:
+        if self._draining or self.depth or self.steps:
             return
         self._draining = True
         delivered = 0

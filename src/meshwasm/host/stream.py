@@ -23,9 +23,7 @@ REQUEST = "request"
 RESPONSE = "response"
 
 # FilterDataStatus, what a body callback returns.
-_DATA_CONTINUE = 0
 _DATA_STOP_AND_BUFFER = 1
-_DATA_STOP_AND_WATERMARK = 2
 _DATA_STOP_NO_BUFFER = 3
 
 
@@ -62,40 +60,47 @@ class HttpStream:
         self._readable_all = False
         self._forwarded = {REQUEST: b"", RESPONSE: b""}
         self._body: dict[str, bytes | None] = {REQUEST: None, RESPONSE: None}
+        self._held = {REQUEST: b"", RESPONSE: b""}  # kept by Envoy (watermark) but not shown
         self._buffering = {REQUEST: False, RESPONSE: False}
 
     # -- what the plugin left --------------------------------------------------------------------
     @property
     def request_body(self) -> bytes:
         """Body bytes passed upstream so far, plus what is still held while paused."""
-        return self._forwarded[REQUEST] + (self._body[REQUEST] or b"")
+        return self._forwarded[REQUEST] + self._held[REQUEST] + (self._body[REQUEST] or b"")
 
     @property
     def response_body(self) -> bytes:
-        return self._forwarded[RESPONSE] + (self._body[RESPONSE] or b"")
+        return self._forwarded[RESPONSE] + self._held[RESPONSE] + (self._body[RESPONSE] or b"")
 
     # -- driving the stream ----------------------------------------------------------------------------
     def send_request_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int:
         self.request_headers = HeaderMap(headers)
-        return self._headers(REQUEST, MapType.REQUEST_HEADERS, self.request_headers, end_of_stream)
+        with self.state.dispatcher.step():
+            return self._headers(REQUEST, MapType.REQUEST_HEADERS, self.request_headers, end_of_stream)
 
     def send_response_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int:
         self.response_headers = HeaderMap(headers)
-        return self._headers(RESPONSE, MapType.RESPONSE_HEADERS, self.response_headers, end_of_stream)
+        with self.state.dispatcher.step():
+            return self._headers(RESPONSE, MapType.RESPONSE_HEADERS, self.response_headers, end_of_stream)
 
     def send_request_body(self, body: bytes | str, end_of_stream: bool = True) -> Action | int:
-        return self._on_body(REQUEST, body, end_of_stream)
+        with self.state.dispatcher.step():
+            return self._on_body(REQUEST, body, end_of_stream)
 
     def send_response_body(self, body: bytes | str, end_of_stream: bool = True) -> Action | int:
-        return self._on_body(RESPONSE, body, end_of_stream)
+        with self.state.dispatcher.step():
+            return self._on_body(RESPONSE, body, end_of_stream)
 
     def send_request_trailers(self, trailers: HeadersLike) -> Action | int:
         self.request_trailers = HeaderMap(trailers)
-        return self._trailers(REQUEST, MapType.REQUEST_TRAILERS, self.request_trailers)
+        with self.state.dispatcher.step():
+            return self._trailers(REQUEST, MapType.REQUEST_TRAILERS, self.request_trailers)
 
     def send_response_trailers(self, trailers: HeadersLike) -> Action | int:
         self.response_trailers = HeaderMap(trailers)
-        return self._trailers(RESPONSE, MapType.RESPONSE_TRAILERS, self.response_trailers)
+        with self.state.dispatcher.step():
+            return self._trailers(RESPONSE, MapType.RESPONSE_TRAILERS, self.response_trailers)
 
     def complete(self) -> None:
         """End the stream as Envoy does: on_done, then on_log (headers readable), then on_delete."""
@@ -148,7 +153,8 @@ class HttpStream:
         else:
             self.response_paused = False
             self._maps -= {MapType.RESPONSE_HEADERS, MapType.RESPONSE_TRAILERS}
-        self._forwarded[direction] += self._body[direction] or b""
+        self._forwarded[direction] += self._held[direction] + (self._body[direction] or b"")
+        self._held[direction] = b""
         self._body[direction] = None
         self._buffering[direction] = False
         self.phase = phase or f"{direction}_resumed"
@@ -159,6 +165,7 @@ class HttpStream:
         self.local_response = LocalResponse(status, body, headers, details, grpc_status)
         self._maps = set()
         self._body = {REQUEST: None, RESPONSE: None}
+        self._held = {REQUEST: b"", RESPONSE: b""}
 
     # -- internals -------------------------------------------------------------------------------------
     def _check_open(self) -> None:
@@ -186,17 +193,23 @@ class HttpStream:
         return _action(action)
 
     def _on_body(self, direction: str, body: bytes | str, end_of_stream: bool) -> Action | int:
+        """Envoy's decodeData/encodeData: after StopIterationAndBuffer the plugin sees all it
+        held back plus the chunk; after StopIterationAndWatermark Envoy keeps the earlier
+        chunks but shows only the new one; StopIterationNoBuffer drops the chunk."""
         self._check_open()
         chunk = body.encode() if isinstance(body, str) else bytes(body)
-        held = self._body[direction] if self._buffering[direction] else None
-        self._body[direction] = (held or b"") + chunk
+        if self._buffering[direction]:
+            self._body[direction] = (self._body[direction] or b"") + chunk
+        else:
+            self._held[direction] += self._body[direction] or b""
+            self._body[direction] = chunk
         self.phase = f"on_{direction}_body"
         size = len(self._body[direction] or b"")
         action = self.state.call(f"proxy_on_{direction}_body", self.id, size, int(end_of_stream))
         if self.local_response is None:
             if action == _DATA_STOP_NO_BUFFER:
-                self._body[direction] = None  # Envoy does not keep the chunk for this filter
-            self._buffering[direction] = action in (_DATA_STOP_AND_BUFFER, _DATA_STOP_AND_WATERMARK)
+                self._body[direction] = None
+            self._buffering[direction] = action == _DATA_STOP_AND_BUFFER
         self._after(direction, action)
         return _action(action)
 

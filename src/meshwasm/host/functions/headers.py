@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 
-from meshwasm.host.abi import BufferType, Status, StreamType, deserialize_pairs, serialize_pairs
+from meshwasm.host.abi import BufferType, MapType, Status, StreamType, deserialize_pairs, serialize_pairs
 from meshwasm.host.functions import host_function
 from meshwasm.host.headers import HeaderMap
 from meshwasm.host.state import VmState
@@ -53,7 +53,11 @@ def proxy_get_header_map_value(
 def proxy_get_header_map_pairs(vm: VmState, map_type: int, ptr_ptr: int, size_ptr: int) -> int:
     found = vm.header_map("proxy_get_header_map_pairs", map_type, write=False)
     if isinstance(found, int):
-        return found
+        if map_type > MapType.HTTP_CALL_RESPONSE_TRAILERS:
+            return found
+        # Envoy hands a map it does not have over as no pairs, with Ok (checked against Envoy).
+        vm.mem.copy_out(b"", ptr_ptr, size_ptr)
+        return Status.OK
     pairs = found.raw_pairs()
     # cpp-host hands an empty map over as zero bytes, not as a zero count.
     vm.mem.copy_out(serialize_pairs(pairs) if pairs else b"", ptr_ptr, size_ptr)
