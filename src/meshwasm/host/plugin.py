@@ -388,6 +388,7 @@ class Plugin:
         if state.depth == 0:
             state.callback = name
             state.call_started = time.monotonic()
+            state.refused_grow = None
             if self.fuel_limit is not None:
                 self.vm.set_fuel(self.fuel_limit)
         state.depth += 1
@@ -447,15 +448,16 @@ class Plugin:
             return ResourceLimitError(
                 callback, f"fuel cap of {self.fuel_limit} exhausted ({reason})", logs, backtrace
             )
-        if self.memory_limit is not None:
-            size = self.state.mem.size
-            if size + _PAGE > self.memory_limit:
-                return ResourceLimitError(
-                    callback,
-                    f"memory cap of {self.memory_limit} bytes reached (memory is {size} bytes; {reason})",
-                    logs,
-                    backtrace,
-                )
+        refused = self.state.refused_grow
+        if refused is not None:
+            size, requested, _ = refused
+            return ResourceLimitError(
+                callback,
+                f"memory cap of {self.memory_limit} bytes reached: memory.grow from {size} to"
+                f" {requested} bytes was refused, then the module trapped ({reason})",
+                logs,
+                backtrace,
+            )
         return PluginTrap(callback, reason, logs, backtrace)
 
     def __repr__(self) -> str:

@@ -13,6 +13,7 @@ enforces the callback deadline (and lets Ctrl-C in).
 from __future__ import annotations
 
 import ctypes
+import os
 import struct
 import threading
 import time
@@ -28,6 +29,7 @@ from wasmtime import _ffi as ffi
 
 from meshwasm.host.errors import MissingImportError, ModuleRejected, PluginTrap
 from meshwasm.host.functions import resolve
+from meshwasm.host.linear_memory import MemoryCreator
 from meshwasm.host.memory import OutOfBounds
 from meshwasm.host.state import VmState
 from meshwasm.host.surface import (
@@ -162,6 +164,14 @@ class _EngineEntry:
         config.epoch_interruption = key.epoch
         # Memory grows in place (it is reserved up front): the host keeps one view of it.
         config.memory_may_move = False
+        # The host allocates linear memories itself: it sees every grow (see linear_memory).
+        self.memory_creator = MemoryCreator(lambda: _current.vm)
+        self.memory_creator.install(config)
+        config.memory_init_cow = False  # copy-on-write images need wasmtime's own memories
+        if os.environ.get("MESHWASM_WASMTIME_CACHE", "1") != "0":
+            # wasmtime's on-disk cache of compiled code (~/.cache/wasmtime): a Go module that takes
+            # 20 s to compile loads in 0.2 s the next time, in this process or another.
+            config.cache = True
         self.key = key
         self.engine = wasmtime.Engine(config)
         self._linkers: dict[str, wasmtime.Linker] = {}
@@ -395,8 +405,8 @@ class WasmVM:
         self.fuel_limit = fuel_limit
         self.deadline = deadline
         self.store = wasmtime.Store(loaded.entry.engine)
-        if memory_limit is not None:
-            self.store.set_limits(memory_size=memory_limit)
+        # memory_limit is enforced as memories grow (linear_memory.MemoryCreator), not by a
+        # wasmtime limiter, which would refuse grows without the host knowing.
         if fuel_limit is not None:
             self.store.set_fuel(fuel_limit)  # a start section runs under the cap too
         self._epoch_callback: Any = None

@@ -233,6 +233,9 @@ class VmState:
         self.callback = ""
         self.call_started = 0.0
         self.pending_error: BaseException | None = None
+        # linear memory growth, as the host's memory creator reports it
+        self.grown_by_callback: dict[str, int] = {}
+        self.refused_grow: tuple[int, int, str] | None = None  # (size, requested, callback)
         self.dispatcher = Dispatcher.current()
 
     # -- logs -----------------------------------------------------------------------------------
@@ -283,6 +286,13 @@ class VmState:
                 f" host-held {self.host_bytes} bytes)",
                 self.logs,
             )
+
+    def memory_grew(self, old: int, new: int) -> None:
+        callback = self.callback or "the module's start"
+        self.grown_by_callback[callback] = self.grown_by_callback.get(callback, 0) + new - old
+
+    def memory_refused(self, old: int, requested: int) -> None:
+        self.refused_grow = (old, requested, self.callback or "the module's start")
 
     # -- contexts -------------------------------------------------------------------------------------
     def new_context_id(self) -> int:
