@@ -1,8 +1,8 @@
 """The module's linear memory as host functions see it: bounds-checked reads and writes.
 
-A memoryview over the memory's bytes is kept and only widened when an access
-falls past it (the engine is configured so that memory never moves: it only
-grows in place), so a read is a slice and a u32 is one ``struct`` call, with no
+A memoryview over the memory's bytes is kept and widened when the memory grows
+(memories never move: the host's memory creator tells this view about every grow,
+see linear_memory), so a read is a slice and a u32 is one ``struct`` call, with no
 wasmtime call in between.
 """
 
@@ -31,6 +31,7 @@ class GuestMemory:
         self._memory: Any = None
         self._view = memoryview(bytearray())
         self._size = 0
+        self._base = 0
         self.allocator: Callable[[int], int] = _no_allocator
         self.allocations = 0  # calls of the module's allocator made by the host (for the soak report)
 
@@ -43,26 +44,26 @@ class GuestMemory:
 
     @property
     def size(self) -> int:
-        """Current size in bytes (asks the engine: memory may have grown since the last access)."""
-        self.refresh()
+        """Current size in bytes."""
         return self._size
 
     def refresh(self) -> None:
+        """Ask the engine for the memory's base and size (at attach, and when told it grew)."""
         if self._memory is None:
             return
         ref = ctypes.byref(self._memory)
-        size = ffi.wasmtime_memory_data_size(self._context, ref)
-        if size != self._size:
-            base = ffi.wasmtime_memory_data(self._context, ref)
-            array = (ctypes.c_ubyte * size).from_address(ctypes.addressof(base.contents))
-            self._view = memoryview(array).cast("B")
+        self._base = ctypes.addressof(ffi.wasmtime_memory_data(self._context, ref).contents)
+        self.resized(ffi.wasmtime_memory_data_size(self._context, ref))
+
+    def resized(self, size: int) -> None:
+        """The memory is now ``size`` bytes (it grew in place: same base)."""
+        if size != self._size and self._base:
+            self._view = memoryview((ctypes.c_ubyte * size).from_address(self._base)).cast("B")
             self._size = size
 
     def _check(self, ptr: int, size: int) -> None:
         if ptr + size > self._size:
-            self.refresh()
-            if ptr + size > self._size:
-                raise OutOfBounds(f"{size} bytes at {ptr} (memory is {self._size} bytes)")
+            raise OutOfBounds(f"{size} bytes at {ptr} (memory is {self._size} bytes)")
 
     def read(self, ptr: int, size: int) -> bytes:
         if size == 0:

@@ -394,6 +394,7 @@ class Plugin:
         state.depth += 1
         dispatcher.depth += 1
         previous = self.vm.enter()
+        allocations = state.mem.allocations
         try:
             result = export(*args[: export.params])
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
@@ -405,6 +406,9 @@ class Plugin:
             self.vm.leave(previous)
             dispatcher.depth -= 1
             state.depth -= 1
+            if state.track_allocations and state.depth == 0:
+                counts = state.host_allocations_by_callback
+                counts[name] = counts.get(name, 0) + state.mem.allocations - allocations
         if dispatcher.depth == 0 and dispatcher.steps == 0:
             dispatcher.drain()  # a call the test made directly: posted work runs now
         return result

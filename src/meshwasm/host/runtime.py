@@ -15,6 +15,7 @@ from __future__ import annotations
 import ctypes
 import os
 import struct
+import sys
 import threading
 import time
 import weakref
@@ -27,7 +28,7 @@ from typing import Any, ClassVar
 import wasmtime
 from wasmtime import _ffi as ffi
 
-from meshwasm.host.errors import MissingImportError, ModuleRejected, PluginTrap
+from meshwasm.host.errors import DeadlineExceeded, MissingImportError, ModuleRejected, PluginTrap
 from meshwasm.host.functions import resolve
 from meshwasm.host.linear_memory import MemoryCreator
 from meshwasm.host.memory import OutOfBounds
@@ -102,6 +103,22 @@ class _Current(threading.local):
 
 
 _current = _Current()
+
+
+def _unraisable(args: Any) -> None:
+    """Ctrl-C can land where no try block catches it: as a C callback (the epoch callback, a
+    host function) is entered. ctypes then reports it here instead of raising it; while a VM
+    runs, it stops that VM (its next epoch check traps) and is raised after the call returns."""
+    vm = _current.vm
+    if vm is not None and isinstance(args.exc_value, KeyboardInterrupt):
+        if vm.pending_error is None:
+            vm.pending_error = args.exc_value
+        return
+    _previous_unraisable(args)
+
+
+_previous_unraisable = sys.unraisablehook
+sys.unraisablehook = _unraisable
 
 
 class HostFault(Exception):
@@ -435,19 +452,20 @@ class WasmVM:
         state.mem.allocator = allocate
 
     def _on_epoch(self, context: int, data: int, delta: Any, kind: Any) -> int:
-        """Every tick while this store runs wasm: the deadline, and a chance for Ctrl-C."""
+        """Every tick while this store runs wasm: the deadline, and a chance for Ctrl-C (Python
+        runs its SIGINT handler in here, or at the entry of a host function: see _unraisable)."""
         state = self.state
         try:
+            delta[0] = 1
+            kind[0] = 0  # continue
+            if state.pending_error is not None:
+                return _error_new(b"meshwasm: stopped") or 0
             if self.deadline is not None and time.monotonic() - state.call_started > self.deadline:
-                from meshwasm.host.errors import DeadlineExceeded
-
                 raise DeadlineExceeded(state.callback or "the module's start", self.deadline, state.logs)
         except BaseException as exc:  # KeyboardInterrupt arrives here too, while wasm runs
             if state.pending_error is None:
                 state.pending_error = exc
             return _error_new(b"meshwasm: interrupted") or 0
-        delta[0] = 1
-        kind[0] = 0  # continue
         return 0
 
     @contextmanager

@@ -235,6 +235,8 @@ class VmState:
         self.pending_error: BaseException | None = None
         # linear memory growth, as the host's memory creator reports it
         self.grown_by_callback: dict[str, int] = {}
+        self.track_allocations = False  # count the host's allocations in the module per callback
+        self.host_allocations_by_callback: dict[str, int] = {}
         self.refused_grow: tuple[int, int, str] | None = None  # (size, requested, callback)
         self.dispatcher = Dispatcher.current()
 
@@ -288,6 +290,7 @@ class VmState:
             )
 
     def memory_grew(self, old: int, new: int) -> None:
+        self.mem.resized(new)
         callback = self.callback or "the module's start"
         self.grown_by_callback[callback] = self.grown_by_callback.get(callback, 0) + new - old
 

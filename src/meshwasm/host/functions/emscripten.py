@@ -8,7 +8,7 @@ from meshwasm.host.state import VmState
 
 @host_function("env.emscripten_notify_memory_growth")
 def emscripten_notify_memory_growth(vm: VmState, memory_index: int) -> None:
-    vm.mem.refresh()  # the memory grew: widen the host's view of it now
+    vm.mem.refresh()  # the module says its memory grew: the host's view follows (it already knows)
 
 
 @host_function("env.pthread_equal")
