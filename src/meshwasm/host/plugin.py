@@ -34,7 +34,7 @@ from meshwasm.host.errors import (
     ResourceLimitError,
 )
 from meshwasm.host.properties import Attributes, PropertyValue
-from meshwasm.host.runtime import EngineKey, LoadedModule, WasmVM, load_module, load_path
+from meshwasm.host.runtime import EngineKey, LoadedModule, WasmVM, _current, load_module, load_path
 from meshwasm.host.shared import SharedData, SharedQueues
 from meshwasm.host.state import (
     DEFAULT_MEMORY_LIMIT,
@@ -49,6 +49,8 @@ from meshwasm.host.stream import HttpStream
 _PAGE = 65536
 DEFAULT_DEADLINE = 10.0  # seconds one callback may run (None: no deadline, no epoch interruption)
 MAX_EVENTS_PER_ADVANCE = 100_000
+_UNKNOWN: Any = object()
+_monotonic = time.monotonic
 
 __all__ = ["DEFAULT_DEADLINE", "Plugin", "Violation"]
 
@@ -121,7 +123,9 @@ class Plugin:
             memory_limit=memory_limit,
         )
         self.state.runner = self
+        self.state.call = self._call  # type: ignore[method-assign]  # one frame fewer per callback
         self.state.http_responder = http_responder
+        self._exports: dict[str, Any] = {}
         self._closed = False
         self._failed: PluginError | None = None
         try:
@@ -370,46 +374,56 @@ class Plugin:
 
     def _call(self, callback: str, context_id: int, *args: int) -> int:
         """Call a proxy_on_* export with ``context_id`` current; absent exports return 0."""
-        if not self.vm.has(callback):
+        export = self._exports.get(callback, _UNKNOWN)
+        if export is _UNKNOWN:
+            export = self._exports[callback] = self.vm.caller(callback) if self.vm.has(callback) else None
+        if export is None:
             return 0
         state = self.state
         previous = state.effective
         state.effective = context_id
         try:
-            return self._invoke(callback, context_id, *args)
+            return self._run(callback, export, context_id, *args)
         finally:
             state.effective = previous
 
     def _invoke(self, name: str, *args: int) -> int:
-        self._check_usable()
+        return self._run(name, self.vm.caller(name), *args)
+
+    def _run(self, name: str, export: Any, *args: int) -> int:
+        """One call into the module: the deadline, fuel and fault handling around it."""
+        if self._failed is not None:
+            self._check_usable()
         state = self.state
-        export = self.vm.caller(name)
-        dispatcher = state.dispatcher
-        if state.depth == 0:
+        outermost = state.depth == 0
+        if outermost:
             state.callback = name
-            state.call_started = time.monotonic()
+            state.call_started = _monotonic()
             state.refused_grow = None
             if self.fuel_limit is not None:
                 self.vm.set_fuel(self.fuel_limit)
+            allocations = state.mem.allocations
+            dispatcher = state.dispatcher
+            dispatcher.depth += 1  # counts VMs running on this thread, not nested calls
         state.depth += 1
-        dispatcher.depth += 1
-        previous = self.vm.enter()
-        allocations = state.mem.allocations
+        previous = _current.vm
+        _current.vm = state
         try:
-            result = export(*args[: export.params])
+            result: int = export(*args)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
             fault = self._fault(name, exc)
             if fault is None:
                 return 0
             raise fault from None
         finally:
-            self.vm.leave(previous)
-            dispatcher.depth -= 1
+            _current.vm = previous
             state.depth -= 1
-            if state.track_allocations and state.depth == 0:
-                counts = state.host_allocations_by_callback
-                counts[name] = counts.get(name, 0) + state.mem.allocations - allocations
-        if dispatcher.depth == 0 and dispatcher.steps == 0:
+            if outermost:
+                dispatcher.depth -= 1
+                if state.track_allocations:
+                    counts = state.host_allocations_by_callback
+                    counts[name] = counts.get(name, 0) + state.mem.allocations - allocations
+        if outermost and dispatcher.posted and dispatcher.depth == 0 and dispatcher.steps == 0:
             dispatcher.drain()  # a call the test made directly: posted work runs now
         return result
 

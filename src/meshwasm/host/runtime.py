@@ -369,11 +369,23 @@ def load_path(path: Path, *, key: EngineKey) -> LoadedModule:
 class Export:
     """One exported function, called with integers through wasmtime's unchecked C call."""
 
-    __slots__ = ("_args", "_buffer", "_context", "_func", "_length", "_result", "_view", "params")
+    __slots__ = (
+        "_args",
+        "_buffer",
+        "_context",
+        "_func",
+        "_keep",
+        "_length",
+        "_result",
+        "_trap",
+        "_trap_ref",
+        "_view",
+        "params",
+    )
 
     def __init__(self, func: wasmtime.Func, store: wasmtime.Store):
         ty = func.type(store)
-        kinds = {"i32": "I12x", "i64": "q8x"}
+        kinds = {"i32": "i12x", "i64": "q8x"}  # signed i32: callers pass ints in range
         try:
             params = [kinds[str(t)] for t in ty.params]
             results = [str(t) for t in ty.results]
@@ -387,18 +399,27 @@ class Export:
         self._view = memoryview(self._buffer).cast("B")
         self._args = struct.Struct("<" + "".join(params))
         self._result = None if not results else struct.Struct("<i" if results[0] == "i32" else "<q")
+        self._keep = func  # the wasmtime_func_t below lives in it
         self._func = ctypes.addressof(func._func)
         self._context = _address(store._context())
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = ctypes.byref(self._trap)
 
     def __call__(self, *args: int) -> int:
+        """Call with the export's parameters (extra trailing arguments are dropped: an ABI 0.1.0
+        module's header callbacks take one fewer than the host passes)."""
         if args:
-            self._args.pack_into(self._view, 0, *(a & 0xFFFFFFFF for a in args))
-        trap = ctypes.POINTER(ffi.wasm_trap_t)()
-        error = _call_unchecked(self._context, self._func, self._buffer, self._length, ctypes.byref(trap))
+            if len(args) != self.params:
+                args = args[: self.params]
+            self._args.pack_into(self._view, 0, *args)
+        error = _call_unchecked(self._context, self._func, self._buffer, self._length, self._trap_ref)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
-        if trap:
-            raise wasmtime.Trap._from_ptr(trap)
+        if self._trap:
+            trap = wasmtime.Trap._from_ptr(self._trap)
+            self._trap = ctypes.POINTER(ffi.wasm_trap_t)()  # the trap is wasmtime.Trap's now
+            self._trap_ref = ctypes.byref(self._trap)
+            raise trap
         if self._result is None:
             return 0
         value: int = self._result.unpack_from(self._view, 0)[0]

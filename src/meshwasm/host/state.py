@@ -15,8 +15,7 @@ import itertools
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -109,20 +108,19 @@ class Dispatcher:
         self.steps = 0  # test-level operations in progress (the stream has not yet seen the action)
         self._posted: deque[tuple[VmState, Callable[[], None]]] = deque()
         self._draining = False
+        self._step = _Step(self)
 
-    @contextmanager
-    def step(self) -> Iterator[None]:
+    def step(self) -> _Step:
         """One operation of the test (send headers, answer a callout, tick...): posted work runs
         when it is over, as Envoy runs it once the current event is handled."""
-        self.steps += 1
-        try:
-            yield
-        finally:
-            self.steps -= 1
-        self.drain()
+        return self._step
 
     def post(self, owner: VmState, action: Callable[[], None]) -> None:
         self._posted.append((owner, action))
+
+    @property
+    def posted(self) -> bool:
+        return bool(self._posted)
 
     def drain(self) -> None:
         if self._draining or self.depth or self.steps:
@@ -146,6 +144,22 @@ class Dispatcher:
                 action()
         finally:
             self._draining = False
+
+
+class _Step:
+    __slots__ = ("_dispatcher",)
+
+    def __init__(self, dispatcher: Dispatcher):
+        self._dispatcher = dispatcher
+
+    def __enter__(self) -> None:
+        self._dispatcher.steps += 1
+
+    def __exit__(self, *exc: object) -> None:
+        dispatcher = self._dispatcher
+        dispatcher.steps -= 1
+        if dispatcher.steps == 0 and dispatcher._posted:
+            dispatcher.drain()
 
 
 class VmState:

@@ -22,6 +22,9 @@ if TYPE_CHECKING:
 REQUEST = "request"
 RESPONSE = "response"
 
+_REQUEST_MAPS = frozenset({MapType.REQUEST_HEADERS, MapType.REQUEST_TRAILERS})
+_RESPONSE_MAPS = frozenset({MapType.RESPONSE_HEADERS, MapType.RESPONSE_TRAILERS})
+
 # FilterDataStatus, what a body callback returns.
 _DATA_STOP_AND_BUFFER = 1
 _DATA_STOP_NO_BUFFER = 3
@@ -107,19 +110,20 @@ class HttpStream:
         if self.done:
             return
         state = self.state
+        call = state.call
         self.phase = "done"
         self._maps = set()
-        state.call("proxy_on_done", self.id)
+        call("proxy_on_done", self.id)
         self.phase = "log"
         self._readable_all = True
         try:
-            state.call("proxy_on_log", self.id)
+            call("proxy_on_log", self.id)
         finally:
             self._readable_all = False
             self.phase = "deleted"
             self.done = True
             try:
-                state.call("proxy_on_delete", self.id)
+                call("proxy_on_delete", self.id)
             finally:
                 state.streams.pop(self.id, None)
 
@@ -149,12 +153,14 @@ class HttpStream:
         """Continue one direction: its header maps close, what it held goes on."""
         if direction == REQUEST:
             self.request_paused = False
-            self._maps -= {MapType.REQUEST_HEADERS, MapType.REQUEST_TRAILERS}
+            self._maps -= _REQUEST_MAPS
         else:
             self.response_paused = False
-            self._maps -= {MapType.RESPONSE_HEADERS, MapType.RESPONSE_TRAILERS}
-        self._forwarded[direction] += self._held[direction] + (self._body[direction] or b"")
-        self._held[direction] = b""
+            self._maps -= _RESPONSE_MAPS
+        body = self._body[direction]
+        if body or self._held[direction]:
+            self._forwarded[direction] += self._held[direction] + (body or b"")
+            self._held[direction] = b""
         self._body[direction] = None
         self._buffering[direction] = False
         self.phase = phase or f"{direction}_resumed"
@@ -175,20 +181,21 @@ class HttpStream:
     def _headers(
         self, direction: str, kind: MapType, headers: HeaderMap, end_of_stream: bool
     ) -> Action | int:
-        self._check_open()
-        self.phase = f"on_{direction}_headers"
+        if self.done:
+            self._check_open()
+        callback = _HEADERS[direction]
+        self.phase = callback[6:]
         self._maps.add(kind)
-        action = self.state.call(
-            f"proxy_on_{direction}_headers", self.id, headers.entry_count(), int(end_of_stream)
-        )
+        action = self.state.call(callback, self.id, len(headers._pairs), 1 if end_of_stream else 0)
         self._after(direction, action)
-        return _action(action)
+        return _ACTIONS.get(action, action)
 
     def _trailers(self, direction: str, kind: MapType, trailers: HeaderMap) -> Action | int:
         self._check_open()
-        self.phase = f"on_{direction}_trailers"
+        callback = _TRAILERS[direction]
+        self.phase = callback[6:]
         self._maps.add(kind)
-        action = self.state.call(f"proxy_on_{direction}_trailers", self.id, trailers.entry_count())
+        action = self.state.call(callback, self.id, trailers.entry_count())
         self._after(direction, action)
         return _action(action)
 
@@ -203,9 +210,10 @@ class HttpStream:
         else:
             self._held[direction] += self._body[direction] or b""
             self._body[direction] = chunk
-        self.phase = f"on_{direction}_body"
+        callback = _BODY[direction]
+        self.phase = callback[6:]
         size = len(self._body[direction] or b"")
-        action = self.state.call(f"proxy_on_{direction}_body", self.id, size, int(end_of_stream))
+        action = self.state.call(callback, self.id, size, int(end_of_stream))
         if self.local_response is None:
             if action == _DATA_STOP_NO_BUFFER:
                 self._body[direction] = None
@@ -214,8 +222,8 @@ class HttpStream:
         return _action(action)
 
     def _after(self, direction: str, action: int) -> None:
-        if action == Action.CONTINUE and self.local_response is None:
-            self.resume(direction, phase=f"after_{direction}")
+        if action == 0 and self.local_response is None:
+            self.resume(direction, phase=_AFTER[direction])
         elif direction == REQUEST:
             self.request_paused = True
             self.phase = "request_paused"
@@ -227,8 +235,12 @@ class HttpStream:
         return f"HttpStream(id={self.id}, phase={self.phase!r})"
 
 
+_ACTIONS: dict[int, Action] = {int(action): action for action in Action}
+_HEADERS = {REQUEST: "proxy_on_request_headers", RESPONSE: "proxy_on_response_headers"}
+_TRAILERS = {REQUEST: "proxy_on_request_trailers", RESPONSE: "proxy_on_response_trailers"}
+_BODY = {REQUEST: "proxy_on_request_body", RESPONSE: "proxy_on_response_body"}
+_AFTER = {REQUEST: "after_request", RESPONSE: "after_response"}
+
+
 def _action(value: int) -> Action | int:
-    try:
-        return Action(value)
-    except ValueError:
-        return value
+    return _ACTIONS.get(value, value)
