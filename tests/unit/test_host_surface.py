@@ -163,3 +163,13 @@ def test_abi_0_1_0_modules_run():
     assert plugin.logs_at("info") == ["vm-config", "plugin-config"]
     plugin.http_stream().send_request_headers({":path": "/"})
     assert plugin.logs_at("info")[-1] == "status 0"
+
+
+def test_docs_list_every_host_function_with_its_state(repo_root):
+    """docs/host.md shows the table the host is built from (regenerate it with
+    meshwasm.host.functions.surface_markdown() when the surface changes)."""
+    from meshwasm.host.functions import surface_markdown
+
+    docs = (repo_root / "docs" / "host.md").read_text()
+    block = docs.split("<!-- surface:begin -->\n", 1)[1].split("\n<!-- surface:end -->", 1)[0]
+    assert block == surface_markdown()

@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
         threshold: Annotated[
             float,
             typer.Option("--threshold", help="Soak: pages (64 KiB) per 1,000 streams that count as a leak."),
-        ] = 1.0,
+        ] = 2.0,
         deadline: Annotated[
             float,
             typer.Option(
@@ -132,7 +132,9 @@ def register(app: typer.Typer) -> None:
                 soak_streams,
                 exchange=exchange,
                 threshold=threshold,
-                progress=lambda done: ui.info(f"  {done}/{soak_streams} streams"),
+                progress=lambda done: ui.info(
+                    f"  warm-up: {-done} streams" if done < 0 else f"  {done}/{soak_streams} streams"
+                ),
             )
             if as_json:
                 ui.stdout.print(json.dumps(_soak_json(report), indent=2), markup=False)

@@ -74,7 +74,7 @@ def plugin_violations() -> Callable[[Plugin], list[str]]:
 
 @pytest.fixture
 def soak() -> Callable[..., SoakReport]:
-    """``soak(plugin, streams=10_000, exchange=None, threshold=1.0)``: run that many streams
+    """``soak(plugin, streams=10_000, exchange=None, threshold=2.0)``: run that many streams
     through one VM (after a warm-up) and return the :class:`~meshwasm.host.soak.SoakReport`;
     the test fails with the report (``LeakFound``) when the memory keeps growing."""
     from meshwasm.host.soak import soak as run_soak

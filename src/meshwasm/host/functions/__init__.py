@@ -82,3 +82,33 @@ def state_of(function: HostFunction) -> str:
     if implementation(function) is not None:
         return "emulated"
     return f"answers {function.answer}"
+
+
+def surface_markdown() -> str:
+    """Every function Envoy 1.40 provides, with its type, ABIs and what the host does: the
+    table in docs/host.md (a test keeps the two equal)."""
+    from meshwasm.host.surface import ABI_VERSIONS, REFUSED_WHILE_STARTING, WASI_MODULES
+
+    lines = [
+        "| module | function | type | ABI | host | at start-up |",
+        "|---|---|---|---|---|---|",
+    ]
+    seen: set[tuple[str, str]] = set()
+    for function in SURFACE:
+        module = (
+            "wasi_snapshot_preview1, wasi_unstable" if function.module in WASI_MODULES else function.module
+        )
+        if (module, function.name) in seen:
+            continue
+        seen.add((module, function.name))
+        abis = (
+            "all"
+            if function.abis == ABI_VERSIONS
+            else ", ".join(abi.replace("_", ".") for abi in function.abis)
+        )
+        state = "emulated" if implementation(function) is not None else f"answers {function.answer}"
+        if function.envoy:
+            state += f" ({function.envoy})"
+        start = "refused" if function.qualified in REFUSED_WHILE_STARTING else "allowed"
+        lines.append(f"| {module} | `{function.name}` | {function.signature} | {abis} | {state} | {start} |")
+    return "\n".join(lines)
