@@ -24,9 +24,9 @@ GO_SOURCES   := $(wildcard $(PLUGIN_DIR)/*.go) $(PLUGIN_DIR)/go.mod $(PLUGIN_DIR
 ZIG_SOURCES  := $(wildcard $(ZIG_PLUGIN_DIR)/src/*.zig) $(ZIG_PLUGIN_DIR)/build.zig
 PYTEST_ARGS  ?=
 
-.PHONY: get get-oracle build test test-go test-py lint clean bench bench-fetcher bench-gateway demo
+.PHONY: get get-oracle get-cosign build test test-go test-py lint clean bench bench-fetcher bench-fetcher-hostile bench-gateway demo crds
 
-get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP) get-oracle
+get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP) get-oracle get-cosign
 
 # Istio's own code as a library (oracle/istio, pinned in its go.mod): the fidelity tests' oracle.
 # A cold build compiles much of Istio (about 5.5 minutes on 2 cores); Go's build cache makes the
@@ -37,6 +37,25 @@ get-oracle: $(ISTIO_ORACLE)
 $(ISTIO_ORACLE): $(ORACLE_SOURCES)
 	@mkdir -p build
 	cd oracle/istio && go build -trimpath -o $(CURDIR)/$@.tmp . && mv $(CURDIR)/$@.tmp $(CURDIR)/$@
+
+# The real cosign CLI (sigstore's Go module, built from source) for the signing interop tests:
+# meshwasm's signatures must verify with it and its signatures with meshwasm. A cold build
+# compiles cosign and its ~200 dependency modules: 7 min of CPU (24.5 min wall on this shared,
+# heavily loaded 2-core machine; a warm rebuild 8 s). The stamp names the version,
+# so a warm `make get-cosign` does nothing and changing COSIGN_VERSION rebuilds.
+COSIGN_VERSION := v2.6.5
+COSIGN         := $(BIN)/cosign
+COSIGN_STAMP   := $(VENV)/.cosign-$(COSIGN_VERSION)
+get-cosign: $(COSIGN_STAMP)
+$(COSIGN_STAMP):
+	@test -d $(BIN) || $(PYTHON) -m venv $(VENV)
+	@echo "building cosign $(COSIGN_VERSION) from source (several minutes cold)"
+	GOBIN=$(CURDIR)/$(BIN) go install -trimpath github.com/sigstore/cosign/v2/cmd/cosign@$(COSIGN_VERSION)
+	@touch $@
+
+# Istio's CRDs, vendored in src/meshwasm/manifests/crds from the module oracle/istio/go.mod pins.
+crds:
+	python3 scripts/refresh_istio_crds.py
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -104,6 +123,12 @@ bench-gateway: get $(GO_WASM) $(ZIG_WASM)
 bench-fetcher: get
 	VENV_BIN=$(BIN) scripts/install-tools.sh --bench
 	$(BIN)/python bench/fetcher.py
+
+# The wasmfetcher under a hostile registry beside main: peak RSS of eight 250 MiB pulls, and how
+# long a good pull waits behind eight dripping ones (BASELINE=<git revision>).
+BASELINE ?= main
+bench-fetcher-hostile: get
+	$(BIN)/python bench/fetcher_hostile.py --baseline $(BASELINE)
 
 # The seed's image targets, without a Docker engine: an OCI image layout from the module,
 # pushed through the OCI distribution API. A local registry for IMAGE's default:

@@ -1,13 +1,12 @@
 """What an extension costs the gateway: Envoy CPU per request, against no filter and native filters.
 
-For each variant, one Envoy (``--concurrency 1``, a direct-response route, the
-variant's filter adding ``x-ingress-header`` to the response) is pinned to one
-core and wrk to another. Each round drives every variant in turn (A B C ...
-A B C ...) for a fixed time and reads Envoy's own CPU time (user + system,
-``/proc/<pid>/stat``) before and after; CPU per request is that delta over the
-requests wrk completed. Medians over the rounds are reported with their spread
-(min..max), and each variant's added cost is taken against "no filter" in the
-same round. Start-to-first-response is measured when each Envoy starts.
+A thin user of :mod:`meshwasm.bench` (the machinery behind ``meshwasm bench``): for each
+variant, one Envoy (one worker, a direct-response route, the variant's filter adding
+``x-ingress-header`` to the response) pinned to one core and wrk to another, interleaved
+rounds, Envoy's CPU from ``/proc/<pid>/stat`` over the requests wrk completed, medians with
+min..max, each variant's added cost against "no filter" in the same round, and the start to
+the first response. This script adds the issue-8 view: ratios to the native filter and to the
+Wasm floors, and its goals.
 
     .venv/bin/python bench/dataplane.py --go-wasm build/add-header-go.wasm \\
         --zig-wasm build/add-header-zig.wasm --out bench/results
@@ -20,94 +19,37 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import re
-import shutil
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import wasmtime
 
 from meshwasm import ui
-from meshwasm.envoy import resources as r
-from meshwasm.envoy.process import envoy_binary
-from meshwasm.net import free_port
-from meshwasm.process import ManagedProcess
+from meshwasm.bench import chart, runner
+from meshwasm.bench import variants as v
+from meshwasm.bench.report import Result, summarize
+from meshwasm.bench.stats import ratio
 
 HERE = Path(__file__).resolve().parent
 FLOOR_WAT = HERE / "floor" / "floor.wat"
 FLOOR_BOTH_WAT = HERE / "floor" / "floor_both.wat"
 HEADER, VALUE = "x-ingress-header", "from tsb ingress gateway"
 PLUGIN_CONFIG = json.dumps({"header": HEADER, "value": VALUE, "path": "response"})
-T_HEADER_MUTATION = "type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation"
-T_LUA = "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua"
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
 # -- variants -------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Variant:
-    key: str
-    label: str
-    http_filters: list[dict[str, Any]]
-    module: Path | None = None  # the wasm module, for its size
-    adds_header: bool = True
+def native_variants() -> list[v.Variant]:
+    return [v.no_filter(), v.header_mutation(HEADER, VALUE), v.lua_add_header(HEADER, VALUE)]
 
 
-def wasm_filter(module: Path, root_id: str) -> dict[str, Any]:
-    return {
-        "name": "envoy.filters.http.wasm",
-        "typed_config": r.wasm_filter_config(
-            name=root_id, root_id=root_id, filename=str(module), configuration=PLUGIN_CONFIG, vm_id=root_id
-        ),
-    }
-
-
-def native_variants() -> list[Variant]:
-    header_mutation = {
-        "name": "envoy.filters.http.header_mutation",
-        "typed_config": {
-            "@type": T_HEADER_MUTATION,
-            "mutations": {
-                "response_mutations": [
-                    {
-                        "append": {
-                            "header": {"key": HEADER, "value": VALUE},
-                            "append_action": "APPEND_IF_EXISTS_OR_ADD",
-                        }
-                    }
-                ]
-            },
-        },
-    }
-    lua = {
-        "name": "envoy.filters.http.lua",
-        "typed_config": {
-            "@type": T_LUA,
-            "default_source_code": {
-                "inline_string": f"function envoy_on_response(h) h:headers():add('{HEADER}', '{VALUE}') end"
-            },
-        },
-    }
-    return [
-        Variant("none", "no filter", [], adds_header=False),
-        Variant("header_mutation", "header_mutation (native)", [header_mutation]),
-        Variant("lua", "Lua", [lua]),
-    ]
-
-
-def wasm_variant(key: str, label: str, module: Path) -> Variant:
-    return Variant(key, label, [wasm_filter(module, key)], module=module)
+def wasm_variant(key: str, label: str, module: Path) -> v.Variant:
+    return v.wasm_plugin(key, label, module, configuration=PLUGIN_CONFIG, expect_header=(HEADER, VALUE))
 
 
 def compile_wat(source: Path, out_dir: Path) -> Path:
@@ -117,123 +59,7 @@ def compile_wat(source: Path, out_dir: Path) -> Path:
     return out
 
 
-# -- one Envoy per variant ------------------------------------------------------------------
-
-
-def bootstrap(variant: Variant, port: int, admin_port: int) -> dict[str, Any]:
-    listener = r.http_listener(
-        name="bench",
-        address="127.0.0.1",
-        port=port,
-        virtual_hosts=[r.virtual_host("bench", ["*"], [r.direct_response_route("/", 200, "ok")])],
-        http_filters=variant.http_filters,
-    )
-    listener.pop("@type")
-    return {
-        "admin": {"address": r.socket_address("127.0.0.1", admin_port)},
-        "static_resources": {"listeners": [listener]},
-    }
-
-
-@dataclass
-class RunningEnvoy:
-    variant: Variant
-    process: ManagedProcess
-    url: str
-    start_to_first_response_s: float
-
-    def cpu_seconds(self) -> float:
-        """User + system CPU of the whole Envoy process (all threads)."""
-        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        # After the command name: state is field 3, utime 14 and stime 15 (1-based).
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def start_envoy(variant: Variant, workdir: Path, envoy_core: int | None) -> RunningEnvoy:
-    port, admin_port = free_port(), free_port()
-    config = workdir / f"{variant.key}.json"
-    config.write_text(json.dumps(bootstrap(variant, port, admin_port), indent=1))
-    argv = [envoy_binary(), "-c", str(config), "--disable-hot-restart", "--concurrency", "1", "-l", "warning"]
-    if envoy_core is not None:
-        argv = ["taskset", "-c", str(envoy_core), *argv]
-    process = ManagedProcess(f"envoy-{variant.key}", argv, log_path=workdir / f"{variant.key}.log")
-    url = f"http://127.0.0.1:{port}/"
-    started = time.monotonic()
-    process.start()
-    deadline = started + 120
-    with httpx.Client(timeout=1.0) as client:
-        while True:
-            try:
-                response = client.get(url)
-                if response.status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            process.ensure_alive()
-            if time.monotonic() > deadline:
-                process.stop()
-                raise RuntimeError(f"{variant.key}: no response within 120 s; see {process.log_path}")
-            time.sleep(0.005)
-    elapsed = time.monotonic() - started
-    if variant.adds_header and response.headers.get(HEADER) != VALUE:
-        process.stop()
-        raise RuntimeError(f"{variant.key}: the response lacks {HEADER}: {VALUE} ({dict(response.headers)})")
-    return RunningEnvoy(variant, process, url, elapsed)
-
-
-# -- load -------------------------------------------------------------------------------
-
-
-@dataclass
-class WrkResult:
-    requests: int
-    rps: float
-    p99_ms: float
-
-
-_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
-
-
-def parse_wrk(output: str) -> WrkResult:
-    """The numbers we use from wrk's --latency report."""
-    requests = re.search(r"^\s*(\d+) requests in", output, re.M)
-    rps = re.search(r"^Requests/sec:\s*([\d.]+)", output, re.M)
-    p99 = re.search(r"^\s*99%\s+([\d.]+)(us|ms|s|m)\s*$", output, re.M)
-    if not (requests and rps and p99):
-        raise RuntimeError(f"cannot read wrk's report:\n{output}")
-    return WrkResult(
-        int(requests.group(1)), float(rps.group(1)), float(p99.group(1)) * _UNITS_MS[p99.group(2)]
-    )
-
-
-def run_wrk(url: str, *, seconds: int, connections: int, core: int | None) -> WrkResult:
-    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", url]
-    if core is not None:
-        argv = ["taskset", "-c", str(core), *argv]
-    proc = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=False)
-    if proc.returncode != 0:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {proc.stderr.strip()}")
-    return parse_wrk(proc.stdout)
-
-
-@dataclass
-class Sample:
-    cpu_us_per_request: float
-    rps: float
-    p99_ms: float
-    requests: int
-
-
-def measure(envoy: RunningEnvoy, *, seconds: int, connections: int, wrk_core: int | None) -> Sample:
-    before = envoy.cpu_seconds()
-    result = run_wrk(envoy.url, seconds=seconds, connections=connections, core=wrk_core)
-    after = envoy.cpu_seconds()
-    if result.requests == 0:
-        raise RuntimeError(f"{envoy.variant.key}: wrk completed no request")
-    return Sample((after - before) * 1e6 / result.requests, result.rps, result.p99_ms, result.requests)
-
-
-# -- summary (pure) -------------------------------------------------------------------------
+# -- the issue-8 view of the package's results (pure) ------------------------------------
 
 
 @dataclass
@@ -257,59 +83,39 @@ class Row:
     samples: list[dict[str, float]] = field(default_factory=list)
 
 
-def summarize(
-    variants: Sequence[Variant],
-    samples: dict[str, list[Sample]],
-    starts: dict[str, float],
+def rows(
+    results: Sequence[Result],
     *,
-    baseline: str = "none",
     native: str = "header_mutation",
     floor: str = "floor",
     floor_both: str = "floor_both",
 ) -> list[Row]:
-    rows: list[Row] = []
-    base = samples.get(baseline)
-    added: dict[str, list[float]] = {}
-    for v in variants:
-        if base is not None and v.key != baseline:
-            added[v.key] = [
-                s.cpu_us_per_request - b.cpu_us_per_request for s, b in zip(samples[v.key], base, strict=True)
-            ]
-
-    def median_added(key: str) -> float | None:
-        values = added.get(key)
-        return statistics.median(values) if values else None
-
-    native_added, floor_added = median_added(native), median_added(floor)
-    floor_both_added = median_added(floor_both)
-    for v in variants:
-        cpu = [s.cpu_us_per_request for s in samples[v.key]]
-        add = added.get(v.key)
-        med_add = median_added(v.key)
-        rows.append(
+    added = {r.key: r.added_us.median for r in results if r.added_us is not None}
+    out = []
+    for r in results:
+        med = r.added_us.median if r.added_us else None
+        out.append(
             Row(
-                key=v.key,
-                label=v.label,
-                cpu_us=statistics.median(cpu),
-                cpu_min=min(cpu),
-                cpu_max=max(cpu),
-                added_us=med_add,
-                added_min=min(add) if add else None,
-                added_max=max(add) if add else None,
-                ratio_native=med_add / native_added if med_add is not None and native_added else None,
-                ratio_floor=med_add / floor_added if med_add is not None and floor_added else None,
-                ratio_floor_both=(
-                    med_add / floor_both_added if med_add is not None and floor_both_added else None
-                ),
-                rps=statistics.median(s.rps for s in samples[v.key]),
-                p99_ms=statistics.median(s.p99_ms for s in samples[v.key]),
-                start_s=starts[v.key],
-                start_added_s=starts[v.key] - starts[baseline] if baseline in starts else None,
-                module_bytes=v.module.stat().st_size if v.module else None,
-                samples=[asdict(s) for s in samples[v.key]],
+                key=r.key,
+                label=r.label,
+                cpu_us=r.cpu_us.median,
+                cpu_min=r.cpu_us.min,
+                cpu_max=r.cpu_us.max,
+                added_us=med,
+                added_min=r.added_us.min if r.added_us else None,
+                added_max=r.added_us.max if r.added_us else None,
+                ratio_native=ratio(med, added.get(native)),
+                ratio_floor=ratio(med, added.get(floor)),
+                ratio_floor_both=ratio(med, added.get(floor_both)),
+                rps=r.rps.median,
+                p99_ms=r.p99_ms.median,
+                start_s=r.start_s,
+                start_added_s=r.start_added_s if r.start_added_s is not None else 0.0,
+                module_bytes=r.module_bytes,
+                samples=[asdict(s) for s in r.samples],
             )
         )
-    return rows
+    return out
 
 
 def _fmt(value: float | None, spec: str) -> str:
@@ -366,103 +172,39 @@ def goals(rows: Sequence[Row], *, fast: str = "zig", go: str = "go", go_first: s
     return "\n".join(lines)
 
 
-def chart(rows: Sequence[Row], out: Path, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(10, 4.8))
-    labels = [row.label for row in rows]
-    values = [row.added_us or 0.0 for row in rows]
-    low = [
-        v - (row.added_min if row.added_min is not None else v) for v, row in zip(values, rows, strict=True)
-    ]
-    high = [
-        (row.added_max if row.added_max is not None else v) - v for v, row in zip(values, rows, strict=True)
-    ]
-    bars = ax.bar(labels, values, yerr=[low, high], capsize=4, color="#4c72b0")
-    for bar, row in zip(bars, rows, strict=True):
-        ax.annotate(
-            f"{row.added_us:.1f}" if row.added_us is not None else "base",
-            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-            ha="center",
-            va="bottom",
-            fontsize=8,
-        )
-    ax.set_ylabel("Envoy CPU added per request (us), vs no filter")
-    ax.set_title(title)
-    ax.tick_params(axis="x", labelrotation=20, labelsize=8)
-    fig.tight_layout()
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-
-
 # -- the run --------------------------------------------------------------------------------
 
 
-def cores() -> tuple[int | None, int | None]:
-    """Envoy on one core, wrk on another; no pinning on a one-core machine or without taskset."""
-    allowed = sorted(os.sched_getaffinity(0))
-    if len(allowed) < 2 or shutil.which("taskset") is None:
-        ui.info("fewer than two cores (or no taskset): Envoy and wrk are not pinned")
-        return None, None
-    return allowed[0], allowed[1]
-
-
-def run(
-    variants: Sequence[Variant],
-    *,
-    rounds: int,
-    seconds: int,
-    warmup: int,
-    connections: int,
-    workdir: Path,
-) -> tuple[list[Row], dict[str, Any]]:
-    if shutil.which("wrk") is None:
-        raise SystemExit("wrk is not installed: run `make get` (scripts/install-tools.sh installs it)")
-    envoy_core, wrk_core = cores()
-    running: dict[str, RunningEnvoy] = {}
-    try:
-        for v in variants:
-            ui.info(f"starting Envoy for {v.label}")
-            running[v.key] = start_envoy(v, workdir, envoy_core)
-            ui.info(f"  first response after {running[v.key].start_to_first_response_s:.2f} s")
-        for v in variants:
-            run_wrk(running[v.key].url, seconds=warmup, connections=connections, core=wrk_core)
-        samples: dict[str, list[Sample]] = {v.key: [] for v in variants}
-        for n in range(rounds):
-            for v in variants:
-                sample = measure(running[v.key], seconds=seconds, connections=connections, wrk_core=wrk_core)
-                samples[v.key].append(sample)
-                ui.info(
-                    f"round {n + 1}/{rounds} {v.label}: {sample.cpu_us_per_request:.1f} us/req, "
-                    f"{sample.rps:.0f} rps"
-                )
-    finally:
-        for envoy in running.values():
-            envoy.process.stop()
-    starts = {key: e.start_to_first_response_s for key, e in running.items()}
-    rows = summarize(variants, samples, starts)
-    meta = {
-        "rounds": rounds,
-        "seconds_per_sample": seconds,
-        "connections": connections,
-        "envoy_core": envoy_core,
-        "wrk_core": wrk_core,
-        "cpus": os.cpu_count(),
-        "envoy": envoy_binary(),
-        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    return rows, meta
-
-
-def write_results(rows: Sequence[Row], meta: dict[str, Any], out: Path, name: str, title: str) -> str:
+def write_results(results: Sequence[Result], meta: runner.Meta, out: Path, name: str, title: str) -> str:
+    found = rows(results)
     out.mkdir(parents=True, exist_ok=True)
-    text = table(rows) + "\n\n" + goals(rows)
-    (out / f"{name}.json").write_text(json.dumps({"meta": meta, "rows": [asdict(r) for r in rows]}, indent=1))
+    text = table(found) + "\n\n" + goals(found)
+    loads = f"load average {meta.loadavg_start[0]:.2f} at start, {meta.loadavg_end[0]:.2f} at end"
+    text += f"\n\n{loads} on {meta.cpus} CPUs"
+    meta_json: dict[str, Any] = {
+        "rounds": meta.rounds,
+        "seconds_per_sample": meta.seconds,
+        "connections": meta.connections,
+        "envoy_core": meta.envoy_core,
+        "wrk_core": meta.load_core,
+        "cpus": meta.cpus,
+        "envoy": meta.envoy,
+        "time": meta.started,
+        "loadavg_start": meta.loadavg_start,
+        "loadavg_end": meta.loadavg_end,
+    }
+    (out / f"{name}.json").write_text(
+        json.dumps({"meta": meta_json, "rows": [asdict(r) for r in found]}, indent=1)
+    )
     (out / f"{name}.txt").write_text(text + "\n")
-    chart(rows, out / f"{name}.png", title)
+    added = [r.added_us for r in results]
+    chart.bar_chart(
+        out / f"{name}.png",
+        [r.label for r in results],
+        {"added": added},
+        ylabel="Envoy CPU added per request (us), vs no filter",
+        title=title,
+    )
     return text
 
 
@@ -507,15 +249,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             if not path or not Path(path).is_file():
                 parser.error(f"--extra {extra!r}: want KEY=PATH to an existing module")
             variants.append(wasm_variant(key, f"add-header ({key})", Path(path).resolve()))
-        rows, meta = run(
-            variants,
-            rounds=args.rounds,
-            seconds=args.seconds,
-            warmup=args.warmup,
-            connections=args.connections,
-            workdir=workdir,
+        settings = runner.Settings(
+            rounds=args.rounds, seconds=args.seconds, warmup=args.warmup, connections=args.connections
         )
-    text = write_results(rows, meta, args.out, "dataplane", "What add-header costs Envoy per request")
+        measured, meta = runner.run(
+            variants, workers=[1], settings=settings, workdir=workdir, progress=ui.info
+        )
+    text = write_results(
+        summarize(measured), meta, args.out, "dataplane", "What add-header costs Envoy per request"
+    )
     print(text)
     print(f"\nmedians of {args.rounds} interleaved rounds of {args.seconds:g} s; results in {args.out}/")
     return 0

@@ -21,7 +21,13 @@ PLUGIN_DIR = ROOT / "plugins" / "add-header"
 CONTRACT = PLUGIN_DIR / "testdata" / "contract.json"
 
 # Shared fixtures in tests/fixtures/ (real registries: tests/fixtures/registry.py).
-pytest_plugins = ["fixtures.registry", "fixtures.oci_modules", "fixtures.host_modules", "fixtures.oracle"]
+pytest_plugins = [
+    "fixtures.registry",
+    "fixtures.oci_modules",
+    "fixtures.host_modules",
+    "fixtures.oracle",
+    "fixtures.signing",
+]
 
 
 @pytest.fixture(scope="session")

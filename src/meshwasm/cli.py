@@ -27,6 +27,7 @@ _AREAS = {
     "up": "meshwasm.gateway.cli",
     "inspect": "meshwasm.gateway.cli",
     "test-plugin": "meshwasm.host.cli",
+    "bench": "meshwasm.bench.cli",
 }
 
 

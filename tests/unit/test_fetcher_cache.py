@@ -148,12 +148,106 @@ def test_expired_entries_are_purged(tmp_path: Path) -> None:
 
 def test_refs_survive_restarts(tmp_path: Path) -> None:
     cache = ModuleCache(tmp_path)
+    cache.put("oci://r/a", DIGEST, module(3))
     cache.set_ref("oci://r/a:v1", "oci://r/a", DIGEST, resolved_at=123.0)
     ref = ModuleCache(tmp_path).get_ref("oci://r/a:v1")
     assert ref is not None
     assert (ref.checksum, ref.resolved_at) == ("d" * 64, 123.0)
 
 
+def test_refs_go_with_their_module(tmp_path: Path) -> None:
+    cache = ModuleCache(tmp_path, max_bytes=150)
+    a = cache.put("http://h/a", None, module(100, b"a"))
+    cache.set_ref("http://h/a", a.module_name, a.checksum)
+    cache.set_ref("http://h/a?alias", a.module_name, a.checksum)
+    assert len(list((tmp_path / "refs").iterdir())) == 2
+    cache.put("http://h/b", None, module(100, b"b"))  # evicts a
+    assert cache.get_ref("http://h/a") is None
+    assert cache.get_ref("http://h/a?alias") is None
+    assert list((tmp_path / "refs").iterdir()) == []
+
+
+def test_refs_without_their_module_are_dropped_at_start(tmp_path: Path) -> None:
+    cache = ModuleCache(tmp_path)
+    cache.set_ref("oci://r/a:v1", "oci://r/a", DIGEST)  # its module was never stored
+    assert ModuleCache(tmp_path).get_ref("oci://r/a:v1") is None
+    assert list((tmp_path / "refs").iterdir()) == []
+
+
+def test_entries_and_refs_are_bounded_in_number_whatever_the_bytes(tmp_path: Path) -> None:
+    clock = Clock()
+    cache = ModuleCache(tmp_path, max_bytes=None, max_entries=3, clock=clock)
+    for i in range(10):
+        entry = cache.put(f"http://h/{i}", None, module(1, bytes([65 + i])))
+        for alias in range(3):
+            cache.set_ref(f"http://h/{i}?{alias}", entry.module_name, entry.checksum)
+        clock.now += 1
+    assert [e.module_name for e in cache.entries()] == [f"http://h/{i}" for i in (7, 8, 9)]
+    assert len(cache.refs()) <= 3
+    folders = [p for p in tmp_path.iterdir() if p.name not in (".tmp", "refs")]
+    assert len(folders) == 3
+    assert len(list((tmp_path / "refs").iterdir())) <= 3
+
+
+def test_a_module_changed_on_disk_is_detected_by_its_identity_and_evicted(tmp_path: Path) -> None:
+    evicted: list[str] = []
+    cache = ModuleCache(tmp_path, on_evict=lambda e, why: evicted.append(why))
+    entry = cache.put(NAME, DIGEST, module(100))
+    assert cache.unchanged(entry)
+    with entry.path.open("r+b") as f:  # same size, one byte flipped, in place
+        f.seek(50)
+        f.write(b"\xff")
+    assert not cache.unchanged(entry)
+    assert cache.open_unchanged(entry) is None
+    assert not cache.reverify(entry)
+    assert evicted == ["corrupt"]
+    assert cache.entries() == []
+    assert not entry.path.exists()
+
+
+def test_a_rewrite_with_the_same_bytes_is_verified_again_and_kept(tmp_path: Path) -> None:
+    cache = ModuleCache(tmp_path)
+    data = module(100)
+    entry = cache.put(NAME, DIGEST, data)
+    entry.path.write_bytes(data)  # touched, bytes unchanged
+    assert not cache.unchanged(entry)
+    assert cache.reverify(entry)
+    assert cache.unchanged(entry)
+    handle = cache.open_unchanged(entry)
+    assert handle is not None
+    with handle:
+        assert handle.read() == data
+
+
+def test_last_use_is_recorded_without_touching_the_module(tmp_path: Path) -> None:
+    clock = Clock()
+    cache = ModuleCache(tmp_path, clock=clock)
+    entry = cache.put(NAME, DIGEST, module(10))
+    before = entry.path.stat()
+    clock.now += 3600
+    assert cache.get(NAME, DIGEST) is not None  # recorded as used (on the record file)
+    after = entry.path.stat()
+    assert (after.st_mtime_ns, after.st_ctime_ns) == (before.st_mtime_ns, before.st_ctime_ns)
+    assert cache.unchanged(entry)
+
+
 def test_checksums_must_be_sha256_hex(tmp_path: Path) -> None:
     with pytest.raises(IntegrityError):
         ModuleCache(tmp_path).put(NAME, "../../etc/passwd", module(1))
+
+
+def test_downloads_in_progress_share_a_staging_budget(tmp_path: Path) -> None:
+    from meshwasm.fetcher.cache import CacheFullError
+
+    cache = ModuleCache(tmp_path, max_staging_bytes=1000)
+    with cache.begin("http://h/a") as first:
+        first.write(b"\0asm" + b"a" * 596)
+        with pytest.raises(CacheFullError, match="staging"), cache.begin("http://h/b") as second:
+            second.write(b"\0asm" + b"b" * 496)  # 600 + 500 > 1000
+        assert cache.staging.used == 600  # the refused one charged nothing, and left no file
+        first.commit()
+    assert cache.staging.used == 0  # committed: it is cache bytes now, not staging
+    with cache.begin("http://h/c") as third:
+        third.write(b"\0asm" + b"c" * 900)
+    assert cache.staging.used == 0  # aborted: released
+    assert files(tmp_path / ".tmp") == []

@@ -94,3 +94,31 @@ def test_dockerfile_runs_the_fetcher_as_non_root() -> None:
     user = [line.split()[1] for line in text.splitlines() if line.startswith("USER ")]
     assert user
     assert not user[-1].startswith(("0", "root"))
+
+
+def test_the_shipped_config_refuses_private_and_link_local_addresses_and_allows_each_hop() -> None:
+    import ipaddress
+
+    from meshwasm.fetcher.errors import Forbidden
+    from meshwasm.fetcher.security import AddressGuard, Allowlist, parse_networks
+
+    config = load_config(DEPLOY / "config.yaml")
+    guard = AddressGuard(
+        blocked=parse_networks(config.security.blocked_cidrs),
+        allowed=parse_networks(config.security.allowed_cidrs),
+        allow_loopback=config.security.allow_loopback,
+    )
+    for address in ("10.1.2.3", "172.20.0.1", "192.168.1.1", "100.64.0.10", "fd00::1", "169.254.169.254",
+                    "169.254.10.1", "fe80::1", "127.0.0.1", "::ffff:10.0.0.1"):  # fmt: skip
+        with pytest.raises(Forbidden):
+            guard.check_addresses("registry.example", [ipaddress.ip_address(address)])
+    guard.check_addresses("ghcr.io", [ipaddress.ip_address("140.82.112.33")])
+    # The hops of a Docker Hub and a GitHub pull (token realm, blob storage) are allowed.
+    allow = Allowlist.of(config.allow)
+    for host in ("auth.docker.io", "production.cloudflare.docker.com", "ghcr.io",
+                 "pkg-containers.githubusercontent.com"):  # fmt: skip
+        assert allow.allows(host, host), host
+    # The cache volume holds the modules and the pulls in progress.
+    assert config.cache.max_bytes is not None
+    assert config.cache.max_staging_bytes is not None
+    assert config.cache.max_bytes + config.cache.max_staging_bytes < 2 * 1024**3

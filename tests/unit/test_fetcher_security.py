@@ -90,3 +90,54 @@ def test_signatures() -> None:
     assert not verify_signature(key, "oci://r.io/a:v2", sig)
     assert not verify_signature(b"x" * 32, url, sig)
     assert not verify_signature(key, url, "")
+
+
+@pytest.mark.parametrize(
+    "host", ["0177.0.0.1", "0x7f.0.0.1", "2130706433", "127.1", "127.0.0.01", "1.2.3.4."]
+)
+def test_numeric_hosts_must_be_canonical_dotted_decimal(host: str) -> None:
+    from meshwasm.fetcher.errors import BadRequest
+    from meshwasm.fetcher.security import check_host_syntax
+
+    if host == "1.2.3.4.":
+        check_host_syntax(host)  # a trailing dot is the same address
+        return
+    with pytest.raises(BadRequest, match="not a DNS name and not an IPv4 address") as info:
+        check_host_syntax(host)
+    assert (info.value.status, info.value.code) == (400, "bad_host")
+
+
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "ghcr.io", "registry-1.docker.io", "10.0.0.1", "[::1]", "a.b9"]
+)
+def test_ordinary_hosts_pass_the_syntax_check(host: str) -> None:
+    from meshwasm.fetcher.security import check_host_syntax
+
+    check_host_syntax(host)
+
+
+def test_the_connection_check_judges_the_addresses_it_is_given() -> None:
+    import ipaddress
+
+    guard = AddressGuard(
+        blocked=parse_networks(["10.0.0.0/8"]), allowed=parse_networks(["10.96.0.0/12"]), allow_loopback=False
+    )
+    guard.check_addresses("svc.cluster", [ipaddress.ip_address("10.96.0.10")])  # opened by allowed_cidrs
+    for address in ("10.1.2.3", "64:ff9b::a01:203", "169.254.169.254"):  # NAT64 of 10.1.2.3 too
+        with pytest.raises(Forbidden, match="refusing to connect"):
+            guard.check_addresses(
+                "svc.cluster", [ipaddress.ip_address("1.1.1.1"), ipaddress.ip_address(address)]
+            )
+    with pytest.raises(Forbidden, match="metadata"):
+        guard.check_addresses("metadata.google.internal", [ipaddress.ip_address("1.1.1.1")])
+
+
+def test_allowlist_wildcards_and_hops() -> None:
+    allow = Allowlist.of(["*.docker.com", "ghcr.io"])
+    assert allow.allows("production.cloudflare.docker.com", "production.cloudflare.docker.com")
+    assert not allow.allows("docker.com", "docker.com")
+    assert not allow.allows("evil-docker.com", "evil-docker.com")
+    allow.check_url(httpx.URL("https://ghcr.io/token?scope=x"), what="the token realm")
+    with pytest.raises(Forbidden, match=r"A redirect goes to 127\.0\.0\.1:9, which is not on") as info:
+        allow.check_url(httpx.URL("http://127.0.0.1:9/blob"), what="A redirect")
+    assert info.value.code == "not_allowed"

@@ -183,8 +183,8 @@ def test_duplicate_keys_and_duplicate_resources_are_errors(tmp_path):
         tmp_path,
         {
             "a.yaml": "apiVersion: v1\nkind: ServiceAccount\nmetadata: {name: a}\nkind: Service\n",
-            "b.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n",
-            "c.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: n}\n",
+            "b.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns1}\n",
+            "c.yaml": "apiVersion: v1\nkind: Namespace\nmetadata: {name: ns1}\n",
         },
     )
     with pytest.raises(ManifestError) as caught:

@@ -81,7 +81,11 @@ def test_render_without_a_module_warns_and_serves_the_deny_all_stand_in(repo_roo
     assert "deny-all RBAC filter" in result.stderr
     hcm = json.loads(result.stdout)["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     rbac = hcm["typed_config"]["http_filters"][0]["typed_config"]
-    assert rbac == {"@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC", "rules": {}}
+    assert rbac == {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.rbac.v3.RBAC",
+        "rules": {},
+        "rules_stat_prefix": "wasm-default-deny",
+    }
 
 
 def test_invalid_tree_lists_every_problem_and_writes_nothing(repo_root, tmp_path):

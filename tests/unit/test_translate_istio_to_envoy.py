@@ -1,4 +1,9 @@
-"""Istio -> Envoy: listeners, routes, clusters and ECDS Wasm filters as Istio and its agent make them."""
+"""Istio -> Envoy: listeners, routes, clusters and ECDS Wasm filters as Istio and its agent make them.
+
+That these are what the pinned Istio makes is proven against Istio's own code in tests/fidelity;
+these tests pin meshwasm's own parts (local ports and addresses, module files, upstreams, errors)
+and restate a few of Istio's rules so a regression shows without the oracle.
+"""
 
 from __future__ import annotations
 
@@ -7,14 +12,20 @@ import json
 import pytest
 
 from meshwasm.envoy import resources as r
-from meshwasm.manifests import istio, load
+from meshwasm.manifests import core, istio, load
 from meshwasm.manifests.base import ObjectMeta
 from meshwasm.translate import IstioResources, TranslationError, istio_to_envoy, tsb_to_istio
 from meshwasm.translate.render import static_bootstrap
 
 UPSTREAM = {"httpbin.httpbin.svc.cluster.local:8000": ("127.0.0.1", 18000)}
 LABELS = {"app": "tier2-gateway", "istio": "ingressgateway"}
-SEED_FILTER = "tier2.tier2-gateway-wasm-add-header0"
+SEED_FILTER = (
+    "extensions.istio.io/trafficextension/tier2.tier2-gateway-wasm-add-header0~istio-translated-wasmplugin"
+)
+
+
+def ecds_name(namespace: str, name: str) -> str:
+    return f"extensions.istio.io/trafficextension/{namespace}.{name}~istio-translated-wasmplugin"
 
 
 def xds(name: str) -> dict:
@@ -43,10 +54,13 @@ def test_seed_listener_routes_and_cluster(seed):
     assert listener["name"] == "127.0.0.1_18080"
     assert listener["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 18080}
     (vhost,) = hcm(listener)["route_config"]["virtual_hosts"]
-    assert vhost["domains"] == ["httpbin.tetrate.io", "httpbin.tetrate.io:80", "httpbin.tetrate.io:18080"]
-    assert vhost["routes"] == [
-        {"match": {"prefix": "/"}, "route": {"cluster": "outbound|8000||httpbin.httpbin.svc.cluster.local"}}
-    ]
+    # Istio's form: the bare hostname, and the port ignored in host matching (so :18080 matches).
+    assert vhost["domains"] == ["httpbin.tetrate.io"]
+    assert hcm(listener)["route_config"]["ignore_port_in_host_matching"] is True
+    (route,) = vhost["routes"]
+    assert route["match"] == {"prefix": "/"}
+    assert route["route"]["cluster"] == "outbound|8000||httpbin.httpbin.svc.cluster.local"
+    assert route["route"]["timeout"] == "0s"  # no route timeout, as istiod (Envoy's default is 15 s)
     (cluster,) = config.clusters
     assert cluster["name"] == "outbound|8000||httpbin.httpbin.svc.cluster.local"
     endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
@@ -72,13 +86,14 @@ def test_seed_wasm_plugin_becomes_the_seeds_ecds_filter(seed):
     assert ecds["name"] == SEED_FILTER
     plugin = ecds["typed_config"]["config"]
     assert ecds["typed_config"]["@type"] == "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"
-    assert plugin["name"] == SEED_FILTER
+    assert plugin["name"] == "tier2.tier2-gateway-wasm-add-header0~istio-translated-wasmplugin"
     assert plugin["root_id"] == "tier2-gateway-wasm-add-header0"
     assert plugin["vm_config"]["runtime"] == "envoy.wasm.runtime.v8"
     assert plugin["vm_config"]["code"]["local"]["filename"] == "/cache/tier2-gateway-wasm-add-header0.wasm"
     assert plugin["configuration"]["@type"] == "type.googleapis.com/google.protobuf.StringValue"
     assert json.loads(plugin["configuration"]["value"]) == seed.wasm_plugins[0].spec.plugin_config
-    assert plugin["fail_open"] is False
+    assert plugin["failure_policy"] == "FAIL_CLOSED"  # failStrategy unset is FAIL_CLOSE
+    assert "fail_open" not in plugin
 
 
 def test_missing_module_becomes_the_rbac_stand_in_per_fail_strategy(seed):
@@ -120,7 +135,7 @@ def test_filters_are_ordered_by_phase_then_priority_as_istio_orders_them(seed):
     config = render(resources)
     names = [f["name"] for f in hcm(config.listeners[0])["http_filters"][:-1]]
     expected = ["authn-top", "authn-a", "authn-b", "authz", "stats", "plain-high", "plain-low"]
-    assert names == [f"tier2.{n}" for n in expected]
+    assert names == [ecds_name("tier2", n) for n in expected]
     assert [f["name"] for f in config.filters] == names
 
 
@@ -133,6 +148,7 @@ def test_plugins_apply_only_to_their_workload_namespace_and_ports(seed):
             ("other-ns", None, None, None),
             ("port-443", None, None, None),
             ("client-only", None, None, None),
+            ("server-only", None, None, None),
             ("root-ns", None, None, None),
         ],
     )
@@ -142,12 +158,19 @@ def test_plugins_apply_only_to_their_workload_namespace_and_ports(seed):
     by_name["root-ns"].metadata.namespace = "istio-system"
     by_name["port-443"].spec.match = [istio.TrafficSelector(ports=[istio.PortSelector(number=443)])]
     by_name["client-only"].spec.match = [istio.TrafficSelector(mode="CLIENT")]
+    by_name["server-only"].spec.match = [istio.TrafficSelector(mode="SERVER")]
     config = render(resources, workload_namespace="tier2")
     names = [f["name"] for f in hcm(config.listeners[0])["http_filters"][:-1]]
-    assert names == ["istio-system.root-ns", "tier2.mine"]  # same phase and priority: by namespace/name
+    # A gateway's listeners are CLIENT-side; same phase and (unset) priority: the workload's
+    # namespace before the root namespace, then by name.
+    assert names == [
+        ecds_name("tier2", "client-only"),
+        ecds_name("tier2", "mine"),
+        ecds_name("istio-system", "root-ns"),
+    ]
 
 
-def test_vm_env_and_resource_version_reach_the_vm(seed):
+def test_vm_env_reaches_the_vm_but_not_istiods_agent_variables(seed):
     resources = _plugins(seed, [("env", None, None, None)])
     plugin = resources.wasm_plugins[0]
     plugin.spec.vm_config = istio.WasmVmConfig(
@@ -157,10 +180,8 @@ def test_vm_env_and_resource_version_reach_the_vm(seed):
         {"name": "env", "namespace": "tier2", "resourceVersion": "42"}
     )
     env = render(resources).filters[0]["typed_config"]["config"]["vm_config"]["environment_variables"]
-    assert env == {
-        "key_values": {"MODE": "fast", "ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION": "42"},
-        "host_env_keys": ["HOME"],
-    }
+    # istiod's ISTIO_META_WASM_PLUGIN_RESOURCE_VERSION is the agent's: it strips it.
+    assert env == {"key_values": {"MODE": "fast"}, "host_env_keys": ["HOME"]}
 
 
 def test_unmapped_upstream_says_how_to_map_it(seed):
@@ -223,7 +244,11 @@ def test_routes_with_matches_and_weights(seed):
     upstreams = {**UPSTREAM, "canary.httpbin.svc.cluster.local:8000": ("127.0.0.1", 18001)}
     config = render(IstioResources(gateways=seed.gateways, virtual_services=[vs]), upstreams=upstreams)
     (route,) = hcm(config.listeners[0])["route_config"]["virtual_hosts"][0]["routes"]
-    assert route["match"] == {"path": "/get", "headers": [{"name": "x-v", "string_match": {"prefix": "2"}}]}
+    assert route["match"] == {
+        "path": "/get",
+        "case_sensitive": True,
+        "headers": [{"name": "x-v", "string_match": {"prefix": "2"}}],
+    }
     assert route["route"]["weighted_clusters"]["clusters"] == [
         {"name": "outbound|8000||httpbin.httpbin.svc.cluster.local", "weight": 90},
         {"name": "outbound|8000||canary.httpbin.svc.cluster.local", "weight": 10},
@@ -261,6 +286,18 @@ def test_workload_views_give_each_workload_what_a_full_scan_gives(seed):
     resources.wasm_plugins[1].spec.selector = istio.LabelSelector(match_labels={"app": "edge"})
     resources.wasm_plugins[2].metadata.namespace = "istio-system"
     resources.wasm_plugins[2].spec.selector = None
+    # The gateway's Service turns port 80 into 8080 (and a port-8080 plugin applies there).
+    resources.core.append(
+        core.Service.model_validate(
+            {
+                "apiVersion": "v1",
+                "kind": "Service",
+                "metadata": {"name": "tier2-gateway", "namespace": "tier2"},
+                "spec": {"selector": {"app": "tier2-gateway"}, "ports": [{"port": 80, "targetPort": 8080}]},
+            }
+        )
+    )
+    resources.wasm_plugins[0].spec.match = [istio.TrafficSelector(ports=[istio.PortSelector(number=8080)])]
     views = workload_views(resources)
     assert [(w.ref, len(v.wasm_plugins), len(v.virtual_services)) for w, v in views] == [
         ("tier2/tier2-gateway", 2, 1),
@@ -273,3 +310,6 @@ def test_workload_views_give_each_workload_what_a_full_scan_gives(seed):
             "modules": {seed.wasm_plugins[0].spec.url: "/cache/m.wasm"},
         }
         assert render(view, **options).to_json() == render(resources, **options).to_json()
+    tier2 = render(views[0][1], workload_labels={"app": "tier2-gateway"}, workload_namespace="tier2")
+    assert [listener["name"] for listener in tier2.listeners] == ["0.0.0.0_8080"]
+    assert hcm(tier2.listeners[0])["http_filters"][0]["name"] == ecds_name("tier2", "a")

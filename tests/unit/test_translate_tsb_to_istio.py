@@ -10,9 +10,8 @@ from typing import Any
 
 import jsonschema
 import pytest
-import yaml
 
-from meshwasm.manifests import istio, load
+from meshwasm.manifests import istio, istio_crds, load
 from meshwasm.translate import TranslationError, fetcher_url, tsb_to_istio
 from meshwasm.translate.istio_resources import IstioResources
 from meshwasm.translate.render import istio_files
@@ -121,14 +120,15 @@ def _closed(schema: Any) -> Any:
 
 
 @pytest.fixture(scope="module")
-def crd_validators(repo_root) -> dict[tuple[str, str], jsonschema.Draft7Validator]:
-    folder = Path(repo_root) / ".." / "shared" / "reference" / "istio-crds"
-    if not folder.is_dir():
-        pytest.skip(f"Istio CRDs not present at {folder}")
+def crd_validators() -> dict[tuple[str, str], jsonschema.Draft7Validator]:
+    """Istio's CRDs as vendored in the package (src/meshwasm/manifests/crds, from the pinned module)."""
     validators = {}
-    for path in sorted(folder.glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+    for group, kind in [
+        ("extensions.istio.io", "WasmPlugin"),
+        ("networking.istio.io", "Gateway"),
+        ("networking.istio.io", "VirtualService"),
+    ]:
+        crd = istio_crds.crd(group, kind)
         for version in crd["spec"]["versions"]:
             schema = copy.deepcopy(version["schema"]["openAPIV3Schema"])
             schema["properties"].update(

@@ -21,7 +21,7 @@ def file_xds_bootstrap(
 
     Envoy watches the directory: replacing a file by rename (see
     :class:`meshwasm.envoy.xds_files.XdsFiles`) applies it live. File-based xDS
-    needs ``node.id`` and ``node.cluster`` (ARCHITECTURE.md, "Envoy").
+    needs ``node.id`` and ``node.cluster`` (docs/architecture.md, "Envoy").
     """
     watched = str(xds_dir)
     return {

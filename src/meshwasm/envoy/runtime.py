@@ -172,12 +172,18 @@ class FileXdsEnvoy:
         The config dump is no proof of acceptance: it shows the last config
         received even when the plugin refused it, so outcomes come from stats.
         """
-        prefix = f"extension_config_discovery.http_filter.{name}."
+        # HTTP filters, or network filters (NETWORK WasmPlugins): Envoy counts them apart.
+        escaped = re.escape(name)
         try:
-            stats = self.admin.stats(prefix.replace(".", r"\."))
+            stats = self.admin.stats(rf"extension_config_discovery\.(http|network)_filter\.{escaped}\.")
         except httpx.HTTPError:
             return (0, 0)
-        return (stats.get(prefix + "update_success", 0), stats.get(prefix + "config_fail", 0))
+        accepted = rejected = 0
+        for kind in ("http_filter", "network_filter"):
+            prefix = f"extension_config_discovery.{kind}.{name}."
+            accepted += stats.get(prefix + "update_success", 0)
+            rejected += stats.get(prefix + "config_fail", 0)
+        return (accepted, rejected)
 
     def wait_filter_update(self, name: str, before: tuple[int, int], timeout: float = 120.0) -> bool:
         """After writing filter ``name``: True once Envoy accepted the update, False if it

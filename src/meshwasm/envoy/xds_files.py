@@ -3,7 +3,7 @@
 Envoy's path config source re-reads a file when its watched directory sees a
 move; writing a temporary file and renaming it over the old one means Envoy
 never reads half a file, and a rejected update leaves the previous config
-serving (ARCHITECTURE.md, "Envoy": ECDS from files, live within 2 s).
+serving (docs/architecture.md, "Envoy": ECDS from files, live within 2 s).
 """
 
 from __future__ import annotations

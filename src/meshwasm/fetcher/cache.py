@@ -1,6 +1,6 @@
 """The on-disk module cache, in Istio's layout, shared by the wasmfetcher and the gateway agent.
 
-Layout (ARCHITECTURE.md, "Istio's agent")::
+Layout (docs/architecture.md, "Istio agent and images")::
 
     <root>/<hex sha256(module name)>/<checksum>.wasm   the module
     <root>/<hex sha256(module name)>/<checksum>.json   its record: module name, sha256, size
@@ -12,13 +12,29 @@ URL; the checksum is the manifest digest's hex for OCI and the module's sha256
 for http. A module is written to ``.tmp``, hashed while it is written, and
 renamed into place only after its checksum verifies, so a crash (even SIGKILL)
 never leaves a partial entry: an entry exists only when both files do, and the
-first read after a start re-hashes the bytes. The cache is synchronous and
-thread-safe; async callers run slow calls in a worker thread.
+first read after a start re-hashes the bytes.
+
+What is served is what was verified: each verification records the file's
+identity (inode, size, mtime and ctime in ns; a write, even one that restores
+the mtime, moves the ctime). :meth:`ModuleCache.unchanged` compares it with a
+stat, cheaply, before every serve; a file that changed is hashed again
+(:meth:`ModuleCache.reverify`) and evicted when it no longer matches. The
+cache never writes a module file after installing it (last use is recorded on
+the record file), so its own bookkeeping never looks like a change.
+
+Bounded whatever the URLs: ``max_bytes`` caps module bytes, ``max_entries``
+the number of modules and of reference records (LRU), and a module's
+reference records go with it.
+
+The cache is synchronous and thread-safe; async callers run slow calls in a
+worker thread. Write failures are :class:`CacheFullError` (ENOSPC, EDQUOT) or
+:class:`CacheUnwritableError` (read-only, permissions, I/O).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -27,6 +43,7 @@ import shutil
 import tempfile
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +57,39 @@ _REFS = "refs"
 # Last-use times are written to disk at most this often per entry (they order
 # LRU eviction and expiry across restarts; a minute of drift does not matter).
 _TOUCH_EVERY = 60.0
+DEFAULT_MAX_ENTRIES = 4096
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+_HASH_CHUNK = 1 << 20
+
+Signature = tuple[int, int, int, int]  # inode, size, mtime_ns, ctime_ns
 
 
 class CacheError(MeshwasmError):
     """The cache directory cannot be used (permissions, not a directory, disk full)."""
+
+
+class CacheFullError(CacheError):
+    """The cache's file system has no room (ENOSPC, EDQUOT, EFBIG)."""
+
+
+class CacheUnwritableError(CacheError):
+    """The cache directory cannot be written (read-only file system, permissions, I/O errors)."""
+
+
+def cache_error(exc: OSError, what: str) -> CacheError:
+    """The named cache error for an OSError met while writing the cache."""
+    if exc.errno in _FULL_ERRNOS:
+        return CacheFullError(
+            f"{what}: the cache is full ({exc.strerror or exc})", hint="free space or raise its size"
+        )
+    return CacheUnwritableError(
+        f"{what}: the cache cannot be written ({exc.strerror or exc})",
+        hint="the cache directory must be writable (check the volume and its mount options)",
+    )
+
+
+def _signature(stat: os.stat_result) -> Signature:
+    return (stat.st_ino, stat.st_size, stat.st_mtime_ns, stat.st_ctime_ns)
 
 
 class ChecksumMismatchError(IntegrityError):
@@ -90,6 +136,31 @@ class _Slot:
     last_used: float
     touched_on_disk: float
     verified: bool
+    signature: Signature | None = None  # the file as it was when its bytes were verified
+
+
+class StagingBudget:
+    """Bytes that downloads in progress may occupy in ``.tmp`` together: pulls stream to disk
+    instead of memory, so the disk they take is bounded too (a charge over the limit raises
+    :class:`CacheFullError`, and that pull fails; the others go on)."""
+
+    def __init__(self, limit: int | None):
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def charge(self, size: int) -> None:
+        with self._lock:
+            if self.limit is not None and self.used + size > self.limit:
+                raise CacheFullError(
+                    f"downloads in progress would take more than {self.limit} bytes of staging space",
+                    hint="retry later, or raise cache.max_staging_bytes (and the volume with it)",
+                )
+            self.used += size
+
+    def release(self, size: int) -> None:
+        with self._lock:
+            self.used = max(self.used - size, 0)
 
 
 class PendingModule:
@@ -103,17 +174,25 @@ class PendingModule:
     def __init__(self, cache: ModuleCache, module_name: str):
         self._cache = cache
         self.module_name = module_name
-        fd, name = tempfile.mkstemp(prefix="pull-", suffix=".part", dir=cache.root / _TMP)
+        try:
+            fd, name = tempfile.mkstemp(prefix="pull-", suffix=".part", dir=cache.root / _TMP)
+        except OSError as exc:
+            raise cache_error(exc, f"storing {module_name}") from exc
         self.path = Path(name)
         self._file: IO[bytes] = os.fdopen(fd, "wb")
         self._hash = hashlib.sha256()
         self.size = 0
         self._done = False
+        self._released = False
 
     def write(self, chunk: bytes) -> None:
-        self._file.write(chunk)
-        self._hash.update(chunk)
+        self._cache.staging.charge(len(chunk))
         self.size += len(chunk)
+        try:
+            self._file.write(chunk)
+        except OSError as exc:
+            raise cache_error(exc, f"storing {self.module_name}") from exc
+        self._hash.update(chunk)
 
     @property
     def sha256(self) -> str:
@@ -121,24 +200,36 @@ class PendingModule:
 
     def commit(self, checksum: str | None = None, *, expect_sha256: str | None = None) -> CacheEntry:
         """Verify and move into place. ``checksum`` defaults to the bytes' sha256 (http sources)."""
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+        except OSError as exc:
+            raise cache_error(exc, f"storing {self.module_name}") from exc
         actual = self.sha256
         if expect_sha256 is not None and normalize_checksum(expect_sha256) != actual:
             raise ChecksumMismatchError(
                 f"{self.module_name}: module sha256 is {actual}, expected {normalize_checksum(expect_sha256)}"
             )
         final_checksum = normalize_checksum(checksum) if checksum is not None else actual
-        entry = self._cache._install(self.module_name, final_checksum, actual, self.size, self.path)
+        try:
+            entry = self._cache._install(self.module_name, final_checksum, actual, self.size, self.path)
+        finally:
+            self._release()
         self._done = True
         return entry
+
+    def _release(self) -> None:
+        if not self._released:
+            self._released = True
+            self._cache.staging.release(self.size)
 
     def abort(self) -> None:
         if not self._file.closed:
             self._file.close()
         with contextlib.suppress(FileNotFoundError):
             self.path.unlink()
+        self._release()
         self._done = True
 
     def __enter__(self) -> PendingModule:
@@ -160,15 +251,19 @@ class ModuleCache:
         expiry_seconds: float | None = None,
         clock: Callable[[], float] = time.time,
         on_evict: Callable[[CacheEntry, str], None] | None = None,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+        max_staging_bytes: int | None = None,
     ):
         self.root = Path(root)
+        self.staging = StagingBudget(max_staging_bytes)
         self.max_bytes = max_bytes
+        self.max_entries = max_entries
         self.expiry_seconds = expiry_seconds
         self._clock = clock
         self._on_evict = on_evict
         self._lock = threading.RLock()
         self._slots: dict[tuple[str, str], _Slot] = {}
-        self._refs: dict[str, RefRecord] = {}
+        self._refs: OrderedDict[str, RefRecord] = OrderedDict()  # least recently used first
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(self.root / _TMP, ignore_errors=True)
@@ -179,7 +274,10 @@ class ModuleCache:
                 f"cannot use cache directory {self.root}: {exc}",
                 hint="point --cache-dir at a writable directory",
             ) from exc
-        self._load()
+        try:
+            self._load()
+        except OSError as exc:
+            raise cache_error(exc, f"loading the cache {self.root}") from exc
         self.purge_expired()
         self._evict_to_fit(keep=None)
 
@@ -197,15 +295,69 @@ class ModuleCache:
             if slot is None:
                 return None
             needs_verify = not slot.verified
-        if needs_verify and not self._verify(slot.entry):
-            self._remove(key, reason="corrupt")
-            return None
+        if needs_verify:
+            signature = self._verify(slot.entry)
+            if signature is None:
+                self._remove(key, reason="corrupt")
+                return None
+            slot.signature = signature
         with self._lock:
             if key not in self._slots:
                 return None
             slot.verified = True
             self._touch(slot)
             return slot.entry
+
+    def unchanged(self, entry: CacheEntry) -> bool:
+        """True when the module file is, by its identity, the one whose bytes were verified
+        (one stat; cheap enough for an event loop). False: call :meth:`reverify`."""
+        with self._lock:
+            slot = self._slots.get((entry.module_name, entry.checksum))
+            expected = slot.signature if slot is not None and slot.verified else None
+        if expected is None:
+            return False
+        try:
+            return _signature(os.stat(entry.path)) == expected
+        except OSError:
+            return False
+
+    def open_unchanged(self, entry: CacheEntry) -> IO[bytes] | None:
+        """The module file opened for serving, if the file opened is the verified one (the check
+        is on the open descriptor, so a file swapped in after it is not what is read)."""
+        with self._lock:
+            slot = self._slots.get((entry.module_name, entry.checksum))
+            expected = slot.signature if slot is not None and slot.verified else None
+        if expected is None:
+            return None
+        try:
+            handle = entry.path.open("rb")
+        except OSError:
+            return None
+        if _signature(os.fstat(handle.fileno())) != expected:
+            handle.close()
+            return None
+        return handle
+
+    def reverify(self, entry: CacheEntry) -> bool:
+        """Hash the module again (it may have changed on disk); a mismatch evicts it.
+
+        Returns True when the file still holds the verified bytes (its identity is recorded
+        anew); False when it was evicted or is gone.
+        """
+        key = (entry.module_name, entry.checksum)
+        with self._lock:
+            if key not in self._slots:
+                return False
+        signature = self._verify(entry)
+        if signature is None:
+            self._remove(key, reason="corrupt")
+            return False
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return False
+            slot.signature, slot.verified = signature, True
+        return True
 
     def is_verified(self, module_name: str, checksum: str) -> bool:
         """True when :meth:`get` would not need to hash the file (cheap to call from an event loop)."""
@@ -236,14 +388,40 @@ class ModuleCache:
             pending.write(data)
             return pending.commit(checksum, expect_sha256=expect_sha256)
 
-    def remove(self, module_name: str, checksum: str) -> None:
-        self._remove((module_name, normalize_checksum(checksum)), reason="removed")
+    def remove(self, module_name: str, checksum: str, *, reason: str = "removed") -> None:
+        self._remove((module_name, normalize_checksum(checksum)), reason=reason)
+
+    @property
+    def staging_dir(self) -> Path:
+        """Where downloads in progress are written (emptied at start); files for :meth:`install_file`."""
+        return self.root / _TMP
+
+    def install_file(
+        self, module_name: str, checksum: str, path: Path, *, sha256: str, size: int
+    ) -> CacheEntry:
+        """Move a verified download from :attr:`staging_dir` into the cache (``sha256`` and ``size``
+        were computed while it was written; the file is synced before it is renamed)."""
+        try:
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+        except OSError as exc:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+            raise cache_error(exc, f"storing {module_name}") from exc
+        return self._install(module_name, normalize_checksum(checksum), sha256, size, path)
 
     # ----- references (tag -> checksum), for pull policies
 
     def get_ref(self, url: str) -> RefRecord | None:
         with self._lock:
-            return self._refs.get(url)
+            record = self._refs.get(url)
+            if record is not None:
+                self._refs.move_to_end(url)
+            return record
+
+    def refs(self) -> list[RefRecord]:
+        with self._lock:
+            return list(self._refs.values())
 
     def set_ref(
         self,
@@ -262,9 +440,39 @@ class ModuleCache:
             normalize_checksum(resolved_digest) if resolved_digest else None,
         )
         path = self._ref_path(url)
-        _write_json_atomic(path, record.__dict__, tmp_dir=self.root / _TMP)
+        try:
+            _write_json_atomic(path, record.__dict__, tmp_dir=self.root / _TMP)
+        except OSError as exc:
+            raise cache_error(exc, f"recording what {url} resolved to") from exc
         with self._lock:
             self._refs[url] = record
+            self._refs.move_to_end(url)
+            dropped = []
+            while len(self._refs) > self.max_entries:
+                dropped.append(self._refs.popitem(last=False)[0])
+        for old in dropped:
+            with contextlib.suppress(OSError):
+                self._ref_path(old).unlink()
+
+    # ----- health
+
+    def probe_writable(self) -> CacheError | None:
+        """Write, sync and delete a small file where downloads go: None when that works, else
+        the named error (full, read-only, ...). For readiness probes."""
+        try:
+            fd, name = tempfile.mkstemp(prefix="probe-", dir=self.root / _TMP)
+        except OSError as exc:
+            return cache_error(exc, f"probing the cache {self.root}")
+        try:
+            os.write(fd, b"\0" * 4096)
+            os.fsync(fd)
+        except OSError as exc:
+            return cache_error(exc, f"probing the cache {self.root}")
+        finally:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(name)
+        return None
 
     # ----- housekeeping
 
@@ -300,53 +508,72 @@ class ModuleCache:
             _write_json_atomic(record_path, record, tmp_dir=self.root / _TMP)
             os.replace(tmp, wasm_path)
             _fsync_dir(wasm_path.parent)
+            signature = _signature(os.stat(wasm_path))
         except OSError as exc:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
-            raise CacheError(f"cannot store {module_name} in {self.root}: {exc}") from exc
+            raise cache_error(exc, f"storing {module_name} in {self.root}") from exc
         entry = CacheEntry(module_name, checksum, sha256, size, wasm_path, now)
         with self._lock:
-            self._slots[(module_name, checksum)] = _Slot(entry, now, now, verified=True)
+            self._slots[(module_name, checksum)] = _Slot(entry, now, now, verified=True, signature=signature)
         self._evict_to_fit(keep=(module_name, checksum))
         return entry
 
-    def _verify(self, entry: CacheEntry) -> bool:
+    def _verify(self, entry: CacheEntry) -> Signature | None:
+        """Hash the file; its identity when the bytes match (and did not change meanwhile)."""
         digest = hashlib.sha256()
         try:
             with entry.path.open("rb") as f:
-                for chunk in iter(lambda: f.read(1 << 20), b""):
+                before = _signature(os.fstat(f.fileno()))
+                for chunk in iter(lambda: f.read(_HASH_CHUNK), b""):
                     digest.update(chunk)
+                after = _signature(os.fstat(f.fileno()))
         except OSError:
-            return False
-        return digest.hexdigest() == entry.sha256
+            return None
+        if digest.hexdigest() != entry.sha256 or before != after:
+            return None
+        return after
 
     def _touch(self, slot: _Slot) -> None:
         now = self._clock()
         slot.last_used = now
         if now - slot.touched_on_disk >= _TOUCH_EVERY:
             slot.touched_on_disk = now
+            record_path = self._entry_paths(slot.entry.module_name, slot.entry.checksum)[1]
             with contextlib.suppress(OSError):
-                os.utime(slot.entry.path, (now, now))
+                os.utime(record_path, (now, now))  # never the module: its identity is its proof
 
     def _remove(self, key: tuple[str, str], *, reason: str) -> None:
         with self._lock:
             slot = self._slots.pop(key, None)
         wasm_path, record_path = self._entry_paths(*key)
         for path in (wasm_path, record_path):
-            with contextlib.suppress(FileNotFoundError):
+            # A read-only cache keeps the files; the entry is gone from memory all the same,
+            # and the next start re-verifies whatever is left.
+            with contextlib.suppress(OSError):
                 path.unlink()
         with contextlib.suppress(OSError):
             wasm_path.parent.rmdir()  # only when empty
+        self._prune_refs(key)
         if slot is not None and self._on_evict is not None:
             self._on_evict(slot.entry, reason)
 
+    def _prune_refs(self, key: tuple[str, str]) -> None:
+        """Reference records go with the module they name."""
+        with self._lock:
+            urls = [u for u, r in self._refs.items() if (r.module_name, r.checksum) == key]
+            for url in urls:
+                del self._refs[url]
+        for url in urls:
+            with contextlib.suppress(OSError):
+                self._ref_path(url).unlink()
+
     def _evict_to_fit(self, *, keep: tuple[str, str] | None) -> None:
-        if self.max_bytes is None:
-            return
         while True:
             with self._lock:
                 total = sum(s.entry.size for s in self._slots.values())
-                if total <= self.max_bytes:
+                over_bytes = self.max_bytes is not None and total > self.max_bytes
+                if not over_bytes and len(self._slots) <= self.max_entries:
                     return
                 candidates = sorted((s.last_used, k) for k, s in self._slots.items() if k != keep)
             if not candidates:
@@ -365,6 +592,7 @@ class ModuleCache:
                     path.unlink()  # a module without its record: unknown provenance
             with contextlib.suppress(OSError):
                 folder.rmdir()
+        records: list[RefRecord] = []
         for path in (self.root / _REFS).glob("*.json"):
             data = _read_json(path)
             try:
@@ -376,9 +604,19 @@ class ModuleCache:
                     str(data["resolved_digest"]) if data.get("resolved_digest") else None,
                 )
             except (KeyError, TypeError, ValueError):
-                path.unlink()
+                record = None
+            # A record whose module is gone names nothing: it goes (a previous run died mid-eviction).
+            if record is None or (record.module_name, record.checksum) not in self._slots:
+                with contextlib.suppress(OSError):
+                    path.unlink()
                 continue
+            records.append(record)
+        records.sort(key=lambda r: r.resolved_at)
+        for record in records[-self.max_entries :]:
             self._refs[record.url] = record
+        for record in records[: -self.max_entries]:
+            with contextlib.suppress(OSError):
+                self._ref_path(record.url).unlink()
 
     def _load_entry(self, folder: Path, record_path: Path) -> None:
         wasm_path = record_path.with_suffix(".wasm")
@@ -407,9 +645,11 @@ class ModuleCache:
             record_path.unlink()
             wasm_path.unlink()
             return
-        self._slots[(entry.module_name, entry.checksum)] = _Slot(
-            entry, stat.st_mtime, stat.st_mtime, verified=False
-        )
+        try:
+            last_used = record_path.stat().st_mtime  # _touch records last use on the record
+        except OSError:
+            last_used = stat.st_mtime
+        self._slots[(entry.module_name, entry.checksum)] = _Slot(entry, last_used, last_used, verified=False)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -68,12 +68,62 @@ class ChecksumMismatch(UpstreamFailed):
     exit_code = ExitCode.INTEGRITY
 
 
+class BadUpstreamData(UpstreamFailed):
+    """The registry or host answered, but with something no valid module source sends."""
+
+    code = "bad_registry_data"
+    exit_code = ExitCode.INTEGRITY
+
+
+class UpstreamTimeout(UpstreamFailed):
+    """The pull did not finish within its whole-pull deadline (``pull.timeout_seconds``)."""
+
+    status = 504
+    code = "pull_timeout"
+
+
+class PullSlotsBusy(FetchError):
+    """Every pull slot for this host stayed taken for a whole pull deadline: try again later."""
+
+    status = 503
+    code = "pull_slots_busy"
+    exit_code = ExitCode.NETWORK
+
+
+class CacheFull(FetchError):
+    """The cache's file system is full (ENOSPC, EDQUOT): nothing new can be stored."""
+
+    status = 507
+    code = "cache_full"
+
+
+class CacheUnwritable(FetchError):
+    """The cache directory cannot be written (read-only, permissions, I/O errors)."""
+
+    status = 503
+    code = "cache_unwritable"
+
+
+def from_cache_error(exc: Exception) -> FetchError:
+    """The HTTP answer for a cache that could not store a module."""
+    from meshwasm.fetcher.cache import CacheFullError
+
+    if isinstance(exc, CacheFullError):
+        return CacheFull(str(exc))
+    return CacheUnwritable(str(exc))
+
+
 def from_registry_error(exc: Exception) -> FetchError:
     """The HTTP answer for an error raised by the OCI registry client."""
+    from meshwasm.deadline import DeadlineExceeded
     from meshwasm.oci import errors as oci
 
     message = str(exc)
     table: list[tuple[type[Exception], type[FetchError], str]] = [
+        (oci.PullTimeout, UpstreamTimeout, "pull_timeout"),
+        (DeadlineExceeded, UpstreamTimeout, "pull_timeout"),
+        (oci.TooManyLayerMembers, BadUpstreamData, "layer_too_many_members"),
+        (oci.BadRegistryData, BadUpstreamData, "bad_registry_data"),
         (oci.InvalidReference, BadRequest, "invalid_reference"),
         (oci.ImageNotFound, NotFound, "image_not_found"),
         (oci.NotAWasmImage, NotWasm, "not_wasm"),

@@ -45,3 +45,11 @@ class FetcherMetrics:
         )
         self.cache_bytes = Gauge("wasmfetcher_cache_bytes", "Bytes of modules in the cache.", registry=r)
         self.cache_entries = Gauge("wasmfetcher_cache_entries", "Modules in the cache.", registry=r)
+        self.pulls_inflight = Gauge(
+            "wasmfetcher_pulls_inflight", "Pulls in progress (waiting for a slot or running).", registry=r
+        )
+        self.serves_aborted = Counter(
+            "wasmfetcher_serves_aborted",
+            "Responses cut short because the module file changed while it was being sent.",
+            registry=r,
+        )

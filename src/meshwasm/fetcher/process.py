@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ class FetcherProcess:
 
     ``settings`` is the config file's content (``listen`` and ``cache.dir`` are
     filled in); the same workdir and cache survive :meth:`restart` and :meth:`kill`.
+    ``wrapper`` runs before the fetcher's own argv (e.g. ``unshare`` with a mount of
+    its own for the cache); it must ``exec`` it, so :attr:`pid` is the fetcher's.
+    ``env`` replaces the environment (e.g. a PYTHONPATH naming another version).
     """
 
     def __init__(
@@ -28,7 +32,11 @@ class FetcherProcess:
         *,
         port: int | None = None,
         cache_dir: Path | None = None,
+        wrapper: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ):
+        self.wrapper = list(wrapper)
+        self.env = dict(env) if env is not None else None
         self.workdir = workdir
         self.host = "127.0.0.1"
         self.port = port or free_port()
@@ -45,6 +53,7 @@ class FetcherProcess:
 
     def _new_process(self) -> ManagedProcess:
         argv = [
+            *self.wrapper,
             sys.executable,
             "-c",
             "from meshwasm.cli import main; main()",
@@ -54,7 +63,7 @@ class FetcherProcess:
             "--config",
             str(self.config_path),
         ]
-        return ManagedProcess("wasmfetcher", argv, log_path=self.log_path)
+        return ManagedProcess("wasmfetcher", argv, log_path=self.log_path, env=self.env)
 
     @property
     def url(self) -> str:

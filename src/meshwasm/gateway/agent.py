@@ -30,6 +30,7 @@ from meshwasm.fetcher.http_source import HttpSource, HttpSourceSettings
 from meshwasm.fetcher.security import AddressGuard, Allowlist
 from meshwasm.fetcher.urls import classify
 from meshwasm.manifests import istio
+from meshwasm.oci.signing.policy import SignatureGate, SignaturePolicy
 from meshwasm.wasm.binary import WASM_MAGIC
 
 
@@ -74,8 +75,12 @@ class ModuleAgent:
         *,
         allowed_hosts: list[str],
         timeout: float = 120.0,
+        signature_policy: SignaturePolicy | None = None,
     ):
         self.cache = ModuleCache(cache_dir)
+        # oci:// modules it pulls itself; http(s) ones come from the wasmfetcher, which applies
+        # the same policy (meshwasm up starts it with the policy).
+        self._signatures = SignatureGate(signature_policy or SignaturePolicy())
         # The agent only talks to the hosts the gateway was told about (the local
         # fetcher and registry), never to link-local or metadata addresses.
         self._http = HttpSource(
@@ -98,7 +103,7 @@ class ModuleAgent:
                 path = Path(unquote(urlsplit(url).path))
                 return self._local_file(name, url, path, expect)
             if not force:
-                hit = self._cached(url, expect)
+                hit = self._signed_hit(url, self._cached(url, expect))
                 if hit is not None:
                     self._current[url] = hit
                     return Resolution(name, url, str(hit.path), hit.sha256)
@@ -168,7 +173,19 @@ class ModuleAgent:
         self._allowed.check(reference.registry, reference.registry.rsplit(":", 1)[0])
         with RegistryClient(request_guard=self._guard.request_guard) as client:
             pulled = client.pull_module(reference)
+            self._signatures.admit(client, reference, pulled.manifest_digest, pulled.index_digest)
         return self.cache.put(module_name, pulled.manifest_digest, pulled.data)
+
+    def _signed_hit(self, url: str, hit: CacheEntry | None) -> CacheEntry | None:
+        """A cached oci:// module the policy covers is used only once verified by this process."""
+        if hit is None or not self._signatures or not url.startswith("oci://"):
+            return hit
+        from meshwasm.oci.reference import parse_reference
+
+        reference = parse_reference(url)
+        if self._signatures.policy.rule_for(reference) is None:
+            return hit
+        return hit if self._signatures.is_admitted(reference, f"sha256:{hit.checksum}") else None
 
     @staticmethod
     def _local_file(name: str, url: str, path: Path, expect: str | None) -> Resolution:

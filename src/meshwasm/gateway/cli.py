@@ -55,6 +55,14 @@ def up(
     state_file: Annotated[
         Path | None, typer.Option(help="Also write the running gateway's ports and admin URL here.")
     ] = None,
+    require_signature: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--require-signature",
+            help="SCOPE=PUBLIC_KEY_FILE (repeatable): modules of SCOPE (a registry or repository) "
+            "need a cosign signature by the key, in the wasmfetcher and the agent (docs/signing.md).",
+        ),
+    ] = None,
 ) -> None:
     """Run the tree's gateway locally with real Envoy, wasmfetcher and httpbin, until Ctrl-C."""
     from meshwasm.gateway.runner import LocalGateway, UpOptions, default_cache_dir
@@ -73,6 +81,7 @@ def up(
         repull_interval=repull_interval,
         restart_envoy=restart_envoy,
         state_file=state_file,
+        require_signature=list(require_signature or []),
     )
     if not tree.exists():
         raise MeshwasmError(f"{tree}: no such file or directory", exit_code=ExitCode.NOT_FOUND)

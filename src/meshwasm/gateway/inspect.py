@@ -13,6 +13,7 @@ from typing import Any
 class EcdsFilterView:
     name: str
     kind: str  # "wasm", "rbac-allow" (fail open stand-in), "rbac-deny" (fail closed stand-in)
+    network: bool = False  # a network filter (a NETWORK WasmPlugin), not an HTTP one
     root_id: str = ""
     module: str = ""
     module_sha256: str = ""
@@ -28,6 +29,7 @@ class ListenerView:
     address: str
     state: str
     http_filters: list[str]
+    network_filters: list[str] = field(default_factory=list)  # ahead of the HTTP connection manager
 
 
 @dataclass
@@ -52,6 +54,7 @@ def _filter_view(entry: dict[str, Any]) -> EcdsFilterView:
         kind="wasm",
         version=entry.get("version_info", ""),
         last_updated=entry.get("last_updated", ""),
+        network=".filters.network." in typed.get("@type", ""),
     )
     if typed.get("@type", "").endswith("RBAC"):
         view.kind = "rbac-deny" if "rules" in typed else "rbac-allow"
@@ -77,16 +80,21 @@ def gateway_view(config_dump: dict[str, Any], stats: dict[str, int]) -> GatewayV
                 listener = (entry.get("active_state") or entry.get("warming_state") or {}).get("listener", {})
                 address = listener.get("address", {}).get("socket_address", {})
                 http_filters: list[str] = []
+                network_filters: list[str] = []
                 for chain in listener.get("filter_chains", []):
                     for network_filter in chain.get("filters", []):
                         hcm = network_filter.get("typed_config", {})
-                        http_filters.extend(f.get("name", "?") for f in hcm.get("http_filters", []))
+                        if "http_filters" in hcm:
+                            http_filters.extend(f.get("name", "?") for f in hcm["http_filters"])
+                        else:
+                            network_filters.append(network_filter.get("name", "?"))
                 listeners.append(
                     ListenerView(
                         name=entry.get("name", "?"),
                         address=f"{address.get('address', '?')}:{address.get('port_value', '?')}",
                         state=state,
                         http_filters=http_filters,
+                        network_filters=network_filters,
                     )
                 )
         elif kind.endswith("EcdsConfigDump"):
@@ -96,7 +104,8 @@ def gateway_view(config_dump: dict[str, Any], stats: dict[str, int]) -> GatewayV
         view.stats = {
             name: value
             for name, value in stats.items()
-            if (view.root_id and f".{view.root_id}." in name) or f"http_filter.{view.name}." in name
+            if (view.root_id and f".{view.root_id}." in name)
+            or f"{'network' if view.network else 'http'}_filter.{view.name}." in name
         }
     return GatewayView(listeners=listeners, filters=filters)
 
@@ -105,6 +114,8 @@ def render_text(view: GatewayView) -> str:
     lines = ["Listeners:"]
     for listener in view.listeners:
         lines.append(f"  {listener.name}  {listener.address}  [{listener.state}]")
+        if listener.network_filters:
+            lines.append(f"    network filters: {', '.join(listener.network_filters)}")
         lines.append(f"    http filters: {', '.join(listener.http_filters) or '(none)'}")
     lines.append("")
     lines.append("ECDS filters:")

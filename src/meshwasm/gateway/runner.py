@@ -33,10 +33,19 @@ from meshwasm.gateway.agent import ModuleAgent, pull_policy
 from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.manifests import istio, load
 from meshwasm.net import free_port, port_in_use
-from meshwasm.translate import EnvoyConfig, IstioResources, filter_name, istio_to_envoy, tsb_to_istio
+from meshwasm.translate import (
+    EnvoyConfig,
+    IstioResources,
+    failure_policy,
+    filter_name,
+    istio_to_envoy,
+    module_url,
+    tsb_to_istio,
+)
 
 if TYPE_CHECKING:
     from meshwasm.oci.local_registry import LocalRegistry
+    from meshwasm.oci.signing.policy import SignaturePolicy
 
 Say = Callable[[str], None]
 
@@ -60,6 +69,7 @@ class UpOptions:
     repull_interval: float = 1.0
     restart_envoy: int = 3  # restarts allowed after Envoy dies unexpectedly; then exit non-zero
     state_file: Path | None = None
+    require_signature: list[str] = field(default_factory=list)  # SCOPE=KEYFILE flags
 
 
 @dataclass
@@ -100,6 +110,7 @@ class LocalGateway:
 
     def start(self) -> None:
         rendered = self.render()  # raises with every problem listed before anything starts
+        signature_rules, signature_policy = _signature_policy(self.options.require_signature)
         istio_resources = rendered.istio
         self.workload = planning.choose_workload(istio_resources, self.options.gateway)
         upstream_plan = planning.plan_upstreams(
@@ -115,7 +126,7 @@ class LocalGateway:
         if self.options.push:
             self._push(self.options.push, planning.oci_urls(istio_resources))
         if self.options.use_fetcher:
-            self._start_fetcher(registries)
+            self._start_fetcher(registries, signature_rules)
         if upstream_plan.httpbin:
             self.httpbin = HttpbinProcess(workdir=self.workdir / "httpbin", host="127.0.0.1")
             self.say(f"starting httpbin for {', '.join(upstream_plan.httpbin)}")
@@ -130,7 +141,9 @@ class LocalGateway:
         allowed = list(registries)
         if self.options.use_fetcher:
             allowed.append(f"127.0.0.1:{self.fetcher_port}")
-        self.agent = ModuleAgent(self.options.cache_dir / "agent", allowed_hosts=allowed)
+        self.agent = ModuleAgent(
+            self.options.cache_dir / "agent", allowed_hosts=allowed, signature_policy=signature_policy
+        )
         self._start_envoy()
         self.apply(rendered, first=True)
         self._write_state()
@@ -186,8 +199,8 @@ class LocalGateway:
                 digest = client.push_image(image, parse_reference(url))
                 self.say(f"pushed {wasm} to {url} ({digest})")
 
-    def _start_fetcher(self, registries: list[str]) -> None:
-        settings = {
+    def _start_fetcher(self, registries: list[str], signature_rules: list[dict[str, Any]]) -> None:
+        settings: dict[str, Any] = {
             "allow": registries,
             "insecure_registries": [r for r in registries if planning.is_loopback(r)],
             "security": {"allow_loopback": True},
@@ -195,6 +208,8 @@ class LocalGateway:
             "pull": {"resolve_interval_seconds": self.options.repull_interval},
             "cache": {"expiry_seconds": 7 * 24 * 3600.0},
         }
+        if signature_rules:
+            settings["require_signature"] = signature_rules
         # The fetcher's cache outlives the run (warm starts); the rest of its workdir does not.
         self.fetcher = FetcherProcess(
             self.workdir / "fetcher",
@@ -217,15 +232,18 @@ class LocalGateway:
     def resolve_modules(self, istio_resources: IstioResources, *, changed: set[str]) -> dict[str, str]:
         assert self.agent is not None
         files: dict[str, str] = {}
-        for plugin in istio_resources.wasm_plugins:
-            key = f"{plugin.namespace}/{plugin.name}"
+        for original in istio_resources.wasm_plugins:
+            key = f"{original.namespace}/{original.name}"
+            url = module_url(original)
+            # The agent fetches the URL istiod sends it: one without a scheme is oci://.
+            plugin = original.model_copy(update={"spec": original.spec.model_copy(update={"url": url})})
             # Istio re-pulls an Always module when its resource changes.
             force = key in changed and pull_policy(plugin) == "Always"
             started = time.monotonic()
-            self.say(f"resolving module for {key}: {plugin.spec.url}")
+            self.say(f"resolving module for {key}: {url}")
             result = self.agent.resolve(plugin, force=force)
             if result.path:
-                files[plugin.spec.url] = result.path
+                files[url] = result.path
                 how = "fetched" if result.fetched else "cached"
                 self.say(f"  {how} {result.sha256} in {time.monotonic() - started:.2f} s -> {result.path}")
             else:
@@ -289,9 +307,10 @@ class LocalGateway:
             self.say(f"plugin {name} failed to start in Envoy: {detail}; its previous config keeps serving")
             return
         plugin = next(p for p in istio_resources.wasm_plugins if filter_name(p) == name)
-        fail_open = plugin.spec.fail_strategy == "FAIL_OPEN"
+        fail_open = failure_policy(plugin) == "FAIL_OPEN"
         self.say(f"plugin {name} failed to start in Envoy: {detail}; {failure_effect(plugin)}")
-        stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open))
+        network = plugin.spec.type == "NETWORK"
+        stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open, network=network))
         counts = self.envoy.filter_updates(name)
         if self.envoy.set_filter(stand_in):
             self.envoy.wait_filter_update(name, counts, timeout=30)
@@ -415,6 +434,22 @@ class LocalGateway:
         for path in filter(None, [self.options.state_file, state_path()]):
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(state, indent=1))
+
+
+def _signature_policy(flags: list[str]) -> tuple[list[dict[str, Any]], SignaturePolicy | None]:
+    """``--require-signature`` flags as the fetcher's rules (key paths made absolute) and the
+    agent's policy; keys are read now, so a bad one stops `up` before anything starts."""
+    if not flags:
+        return [], None
+    from meshwasm.oci.signing.policy import load_policy, parse_rule_flag
+
+    rules = [parse_rule_flag(flag) for flag in flags]
+    policy = load_policy(rules)
+    as_config = [
+        {"scope": rule.scope, "public_keys": [str(Path(k).expanduser().resolve()) for k in rule.public_keys]}
+        for rule in rules
+    ]
+    return as_config, policy
 
 
 def failure_effect(plugin: istio.WasmPlugin) -> str:

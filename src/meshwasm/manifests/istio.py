@@ -1,6 +1,6 @@
 """Istio resources meshwasm emits and reads: WasmPlugin, Gateway, VirtualService.
 
-Field names and enums follow Istio's own CRDs (shared/reference/istio-crds),
+Field names and enums follow Istio's own CRDs (docs/architecture.md, "Istio control plane"),
 which the tests validate every emitted resource against. Only the fields
 meshwasm produces or translates to Envoy are typed; others are errors on
 read, so a resource that uses them is not silently half-applied.
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from meshwasm.manifests.base import Model, OpenModel, Resource
 from meshwasm.manifests.tsb import FailStrategy, Phase, PortSelector, PullPolicy, StringMatch, TrafficSelector
@@ -33,8 +33,41 @@ class WasmVmConfig(Model):
     env: list[WasmEnvVar] = Field(default_factory=list)
 
 
+# The kinds a targetRef may name (Istio's validation: allowedTargetRefs), as (group, kind).
+TARGET_REF_KINDS = frozenset(
+    {
+        ("", "Service"),
+        ("networking.istio.io", "ServiceEntry"),
+        ("gateway.networking.k8s.io", "Gateway"),
+        ("gateway.networking.k8s.io", "GatewayClass"),
+    }
+)
+
+
+class PolicyTargetReference(Model):
+    """``targetRef(s)`` of a WasmPlugin: the Kubernetes Gateway (or Service) it attaches to."""
+
+    group: str = ""
+    kind: str
+    name: str = Field(min_length=1)
+    namespace: str | None = None
+
+    @model_validator(mode="after")
+    def _as_istio_validates(self) -> PolicyTargetReference:
+        if self.namespace:
+            raise ValueError(
+                "targetRef namespace must not be set: Istio does not support cross-namespace references"
+            )
+        if (self.group if self.group != "core" else "", self.kind) not in TARGET_REF_KINDS:
+            allowed = ", ".join(f"{g or 'core'}/{k}" for g, k in sorted(TARGET_REF_KINDS))
+            raise ValueError(f"targetRef to {self.group or 'core'}/{self.kind}: Istio allows only {allowed}")
+        return self
+
+
 class WasmPluginSpec(Model):
     selector: LabelSelector | None = None
+    target_ref: PolicyTargetReference | None = None  # deprecated by Istio in favour of targetRefs
+    target_refs: list[PolicyTargetReference] | None = None
     url: str
     sha256: str | None = None
     image_pull_policy: PullPolicy | None = None
@@ -47,6 +80,31 @@ class WasmPluginSpec(Model):
     vm_config: WasmVmConfig | None = None
     match: list[TrafficSelector] | None = None
     type: Literal["UNSPECIFIED_PLUGIN_TYPE", "HTTP", "NETWORK"] | None = None
+
+    @model_validator(mode="after")
+    def _selector_or_target_refs(self) -> WasmPluginSpec:
+        # Istio's validation (validateOneOfSelectorType) admits only one way of attaching.
+        attachments = [
+            name
+            for name, value in (
+                ("selector", self.selector),
+                ("targetRef", self.target_ref),
+                ("targetRefs", self.target_refs),
+            )
+            if value
+        ]
+        if len(attachments) > 1:
+            raise ValueError(
+                f"only one of selector, targetRef or targetRefs may be set (found {attachments})"
+            )
+        return self
+
+    @property
+    def all_target_refs(self) -> list[PolicyTargetReference]:
+        """``targetRefs``, or the deprecated ``targetRef`` as a list of one (as Istio merges them)."""
+        if self.target_refs:
+            return list(self.target_refs)
+        return [self.target_ref] if self.target_ref else []
 
 
 class WasmPlugin(Resource):
@@ -100,6 +158,7 @@ __all__ = [
     "HttpMatchRequest",
     "HttpRoute",
     "LabelSelector",
+    "PolicyTargetReference",
     "Port",
     "PortSelector",
     "RouteDestination",

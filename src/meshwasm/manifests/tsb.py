@@ -67,7 +67,7 @@ class TrafficSelector(Model):
 
 
 class WasmExtensionSpec(Model):
-    """``extension.tsb.tetrate.io/v2`` WasmExtension spec (ARCHITECTURE.md, "TSB").
+    """``extension.tsb.tetrate.io/v2`` WasmExtension spec (docs/architecture.md, "TSB").
 
     ``failStrategy`` is meshwasm's addition (carried to the WasmPlugin); TSB
     leaves it to Istio's default, FAIL_CLOSE.

@@ -12,7 +12,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -20,8 +20,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from meshwasm import ui
-from meshwasm.errors import UsageError
-from meshwasm.fsutil import write_atomic
+from meshwasm.errors import MeshwasmError, UsageError
 from meshwasm.oci import mediatypes as mt
 from meshwasm.oci.credentials import Credentials
 from meshwasm.oci.image import (
@@ -64,6 +63,9 @@ AnnotationOption = Annotated[
 
 def register(app: typer.Typer) -> None:
     """Add the ``image`` verbs to the root app."""
+    from meshwasm.oci.signing.cli import register as register_signing
+
+    register_signing(image_app)
     app.add_typer(image_app, name="image")
 
 
@@ -98,6 +100,7 @@ def _client(
     docker_config: Path | None,
     max_size: int = DEFAULT_MAX_MODULE_SIZE,
     chunk_size: int | None = None,
+    pull_timeout: float | None = None,
 ) -> RegistryClient:
     from meshwasm.oci.client import (
         RegistryClient,  # httpx: imported only by the verbs that talk to registries
@@ -118,6 +121,7 @@ def _client(
         insecure=[ref.registry] if insecure else [],
         max_module_size=max_size,
         chunk_size=chunk_size,
+        pull_timeout=pull_timeout,
     )
 
 
@@ -216,22 +220,58 @@ def pull_cmd(
     max_size: Annotated[
         int, typer.Option("--max-size", help="Refuse modules larger than this many bytes.")
     ] = DEFAULT_MAX_MODULE_SIZE,
+    timeout: Annotated[
+        float,
+        typer.Option("--timeout", help="Give up when the whole pull takes longer than this many seconds."),
+    ] = 300.0,
 ) -> None:
-    """Pull a wasm image and write its module as DIR/plugin.wasm (nothing is written on failure)."""
+    """Pull a wasm image and write its module as DIR/plugin.wasm (nothing is written on failure).
+
+    The module streams to a temporary file beside the target and is verified there (digests,
+    size, ``\\0asm``) before it is renamed into place: memory does not grow with the module.
+    """
+    if timeout <= 0:
+        raise UsageError(f"--timeout must be positive, not {timeout:g}")
     ref = parse_reference(reference)
     client = _client(
         ref, insecure=insecure, username=username, password_stdin=password_stdin,
-        docker_config=docker_config, max_size=max_size,
+        docker_config=docker_config, max_size=max_size, pull_timeout=timeout,
     )  # fmt: skip
-    with client, _bar(f"pulling {ref}") as report:
-        module = client.pull_module(ref, progress=report)
     target = output / mt.PLUGIN_FILE
-    write_atomic(target, module.data)
+    with _output_dir(output), client, _bar(f"pulling {ref}") as report:
+        module = client.pull_to_dir(ref, output, progress=report)
+        try:
+            os.replace(module.path, target)
+        finally:
+            module.path.unlink(missing_ok=True)
     ui.stdout.print(f"path:    {target}")
     ui.stdout.print(f"sha256:  {module.sha256}")
     ui.stdout.print(f"size:    {module.size} bytes")
     ui.stdout.print(f"variant: {module.variant}")
     ui.stdout.print(f"digest:  {module.manifest_digest}")
+
+
+@contextmanager
+def _output_dir(output: Path) -> Iterator[None]:
+    """The pull's output directory, created if needed and removed again (when empty) if the pull
+    fails; local write failures (a full disk, a read-only directory) are named, not raised raw."""
+    created = not output.exists()
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the output directory {output}: {exc.strerror or exc}") from exc
+    try:
+        yield
+    except BaseException as exc:
+        if created:
+            with suppress(OSError):
+                output.rmdir()
+        if isinstance(exc, OSError):
+            raise MeshwasmError(
+                f"cannot write the module into {output}: {exc.strerror or exc}",
+                hint="free space, or pull into a writable directory (-o)",
+            ) from exc
+        raise
 
 
 @image_app.command("inspect")

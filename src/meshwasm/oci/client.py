@@ -8,8 +8,12 @@ the http/https policy and the request guard live in :mod:`meshwasm.oci.transport
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
+import os
+import tempfile
+import typing
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,15 +21,19 @@ from typing import IO, Any
 
 import httpx
 
+from meshwasm.deadline import DeadlineExceeded, check_deadline, current_deadline, deadline_scope
+from meshwasm.errors import UsageError
 from meshwasm.oci import mediatypes as mt
 from meshwasm.oci.credentials import Credentials
 from meshwasm.oci.errors import (
     AuthenticationError,
+    BadRegistryData,
     DigestMismatch,
     ImageNotFound,
     InsecureRegistryError,
     ModuleTooLarge,
     NotAWasmImage,
+    PullTimeout,
     RegistryError,
     RegistryUnavailable,
 )
@@ -40,19 +48,21 @@ from meshwasm.oci.image import (
 from meshwasm.oci.manifest import (
     PulledVariant,
     WasmLayer,
+    extract_plugin,
     find_wasm_layer,
     parse_manifest,
-    plugin_from_tar_gz,
     select_from_index,
 )
 from meshwasm.oci.reference import Reference
-from meshwasm.oci.transport import RegistrySession, RequestGuard
+from meshwasm.oci.transport import RegistrySession, RequestGuard, TransportFactory
+from meshwasm.wasm.binary import WASM_MAGIC
 
 __all__ = [
     "DEFAULT_MAX_MODULE_SIZE",
     "MAX_MANIFEST_SIZE",
     "ImageInfo",
     "ProgressCallback",
+    "PulledFile",
     "PulledModule",
     "RegistryClient",
 ]
@@ -86,6 +96,23 @@ class PulledModule:
     def sha256(self) -> str:
         """Hex sha256 of the module bytes."""
         return hashlib.sha256(self.data).hexdigest()
+
+
+@dataclass(frozen=True)
+class PulledFile:
+    """A module pulled into a file: verified (digests, size, ``\\0asm``) while it was written.
+
+    ``path`` is a new file in the directory given to :meth:`RegistryClient.pull_to_dir`; the
+    caller owns it (moves it into place or deletes it).
+    """
+
+    path: Path
+    sha256: str  # hex sha256 of the module bytes
+    size: int
+    manifest_digest: str
+    variant: PulledVariant
+    reference: Reference
+    index_digest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -151,20 +178,28 @@ class RegistryClient:
         request_guard: RequestGuard | None = None,
         chunk_size: int | None = None,
         plain_http_loopback: bool = True,
+        pull_timeout: float | None = None,
+        transport_factory: TransportFactory | None = None,
     ):
         """``insecure``: registries (``host[:port]``) allowed plain http / unverified TLS (loopback
         always may use http). ``request_guard`` is called with every outgoing request, redirects
         and token requests included, and raises to refuse it. ``chunk_size``: upload blobs in
         PATCH chunks of this many bytes (``None``: one monolithic PUT). ``plain_http_loopback=False``
-        treats loopback registries like any other (https unless marked insecure)."""
+        treats loopback registries like any other (https unless marked insecure).
+        ``pull_timeout``: the deadline of a whole pull (every request, redirect, token fetch and
+        the layer's extraction), where ``timeout`` bounds each network wait. ``transport_factory``
+        makes the httpx transport for verified (True) or unverified TLS; the default connects
+        under the current deadline (:mod:`meshwasm.safehttp`)."""
         self.max_module_size = max_module_size
         self.chunk_size = chunk_size
+        self.pull_timeout = pull_timeout
         self._session = RegistrySession(
             credentials=credentials,
             insecure=insecure,
             timeout=timeout,
             request_guard=request_guard,
             plain_http_loopback=plain_http_loopback,
+            transport_factory=transport_factory,
         )
 
     def close(self) -> None:
@@ -184,6 +219,10 @@ class RegistryClient:
 
         HEAD first (cheap, does not count as a pull on Docker Hub); GET when HEAD gives no digest.
         """
+        with deadline_scope(self.pull_timeout, f"resolving {ref}"), _deadline_errors():
+            return self._resolve(ref)
+
+    def _resolve(self, ref: Reference) -> str:
         path = f"/v2/{ref.repository}/manifests/{ref.identifier}"
         headers = {"Accept": mt.ACCEPT_MANIFESTS}
         try:
@@ -233,7 +272,8 @@ class RegistryClient:
             raise DigestMismatch(
                 f"manifest of {ref} hashes to {digest}, but the registry announced {announced}"
             )
-        media_type, doc = parse_manifest(raw, content_type=content_type, where=str(ref))
+        with _registry_data():
+            media_type, doc = parse_manifest(raw, content_type=content_type, where=str(ref))
         return _Manifest(media_type=media_type, digest=digest, raw=raw, doc=doc)
 
     def _image_manifest(self, ref: Reference) -> tuple[_Manifest, str | None]:
@@ -246,47 +286,111 @@ class RegistryClient:
             if depth > _INDEX_DEPTH:
                 raise NotAWasmImage(f"{ref}: image indexes nested deeper than {_INDEX_DEPTH}")
             index_digest = index_digest or manifest.digest
-            chosen = select_from_index(manifest.doc, where=str(ref))
+            with _registry_data():
+                chosen = select_from_index(manifest.doc, where=str(ref))
             manifest = self.get_manifest(ref.with_digest(chosen.digest))
         return manifest, index_digest
 
     # --- pull and inspect ----------------------------------------------------------------------
 
     def pull_module(self, ref: Reference, *, progress: ProgressCallback | None = None) -> PulledModule:
-        """Pull the module ``ref`` names: every digest verified, size capped while streaming,
-        content must start with ``\\0asm``. Nothing is written anywhere; the caller stores ``data``."""
-        manifest, index_digest = self._image_manifest(ref)
-        wasm = find_wasm_layer(manifest.media_type, manifest.doc, where=str(ref))
-        data = self._module_bytes(ref, wasm, progress)
+        """Pull the module ``ref`` names into memory (small modules, tests; see :meth:`pull_to_dir`
+        for the bounded-memory pull). Nothing is written anywhere that outlives the call."""
+        with tempfile.TemporaryDirectory(prefix="meshwasm-pull-") as tmp:
+            pulled = self.pull_to_dir(ref, Path(tmp), progress=progress)
+            data = pulled.path.read_bytes()
         return PulledModule(
             data=data,
+            manifest_digest=pulled.manifest_digest,
+            variant=pulled.variant,
+            reference=ref,
+            size=pulled.size,
+            index_digest=pulled.index_digest,
+        )
+
+    def pull_to_dir(
+        self,
+        ref: Reference,
+        directory: Path,
+        *,
+        progress: ProgressCallback | None = None,
+        on_write: Callable[[int], None] | None = None,
+    ) -> PulledFile:
+        """Pull the module ``ref`` names into a new file in ``directory``, streaming: every digest
+        verified and the size capped while the bytes arrive, content must start with ``\\0asm``,
+        all within ``pull_timeout``. On failure nothing is left in ``directory``.
+
+        ``on_write(n)`` is told of every ``n`` bytes about to be written into ``directory`` (the
+        layer and the module both) and may raise to stop the pull (a disk budget)."""
+        with deadline_scope(self.pull_timeout, f"pulling {ref}"), _deadline_errors():
+            manifest, index_digest = self._image_manifest(ref)
+            with _registry_data():
+                wasm = find_wasm_layer(manifest.media_type, manifest.doc, where=str(ref))
+            path, sha256, size = self._module_file(ref, wasm, Path(directory), progress, on_write)
+        return PulledFile(
+            path=path,
+            sha256=sha256,
+            size=size,
             manifest_digest=manifest.digest,
             variant=wasm.variant,
             reference=ref,
-            size=len(data),
             index_digest=index_digest,
         )
 
-    def _module_bytes(self, ref: Reference, wasm: WasmLayer, progress: ProgressCallback | None) -> bytes:
+    def _module_file(
+        self,
+        ref: Reference,
+        wasm: WasmLayer,
+        directory: Path,
+        progress: ProgressCallback | None,
+        on_write: Callable[[int], None] | None = None,
+    ) -> tuple[Path, str, int]:
         where = f"{ref} layer {wasm.layer.digest}"
-        if wasm.variant == "oci":
-            data = self.fetch_blob(ref, wasm.layer, max_size=self.max_module_size, progress=progress)
-            if not data.startswith(b"\0asm"):
-                raise NotAWasmImage(
-                    f"{where}: content is not a WebAssembly module "
-                    f"(starts with {data[:4]!r}, not b'\\x00asm')"
-                )
-            return data
-        layer = self.fetch_blob(
-            ref, wasm.layer, max_size=self.max_module_size + _LAYER_OVERHEAD, progress=progress
-        )
-        return plugin_from_tar_gz(layer, max_size=self.max_module_size, where=where)
+        module = _TempFile(directory, ".pull-", ".wasm", on_write)
+        try:
+            if wasm.variant == "oci":
+                with module.open() as sink:
+                    self.download_blob(
+                        ref, wasm.layer, sink, max_size=self.max_module_size, progress=progress
+                    )
+                with module.path.open("rb") as written:
+                    head = written.read(4)
+                if head != WASM_MAGIC:
+                    raise NotAWasmImage(
+                        f"{where}: content is not a WebAssembly module "
+                        f"(starts with {head!r}, not b'\\x00asm')"
+                    )
+                return module.keep(), wasm.layer.digest.split(":", 1)[1], wasm.layer.size
+            layer = _TempFile(directory, ".layer-", ".tar.gz", on_write)
+            try:
+                with layer.open() as sink:
+                    self.download_blob(
+                        ref,
+                        wasm.layer,
+                        sink,
+                        max_size=self.max_module_size + _LAYER_OVERHEAD,
+                        progress=progress,
+                    )
+                with layer.path.open("rb") as source, module.open() as out:
+                    hashing = _HashingWriter(out)
+                    size = extract_plugin(
+                        source, typing.cast(IO[bytes], hashing), max_size=self.max_module_size, where=where
+                    )
+            finally:
+                layer.discard()
+            return module.keep(), hashing.hexdigest(), size
+        finally:
+            module.discard()
 
     def inspect(self, ref: Reference) -> ImageInfo:
         """Describe the image: manifest digest and type, variant, layers, module size.
 
         ``variant`` and ``module_size`` are ``None`` for images that hold no wasm module.
         """
+        with deadline_scope(self.pull_timeout, f"inspecting {ref}"), _deadline_errors(), _registry_data():
+            return self._inspect(ref)
+
+    def _inspect(self, ref: Reference) -> ImageInfo:
         manifest, index_digest = self._image_manifest(ref)
         doc = manifest.doc
         try:
@@ -294,10 +398,11 @@ class RegistryClient:
         except NotAWasmImage:
             wasm = None
         module_size: int | None = None
-        if wasm is not None:
-            module_size = (
-                wasm.layer.size if wasm.variant == "oci" else len(self._module_bytes(ref, wasm, None))
-            )
+        if wasm is not None and wasm.variant == "oci":
+            module_size = wasm.layer.size
+        elif wasm is not None:
+            with tempfile.TemporaryDirectory(prefix="meshwasm-inspect-") as tmp:
+                module_size = self._module_file(ref, wasm, Path(tmp), None)[2]
         blobs = referenced_blobs(doc, where=str(ref))
         config = blobs[0] if "config" in doc else None
         annotations = doc.get("annotations") or {}
@@ -319,8 +424,22 @@ class RegistryClient:
     def fetch_blob(
         self, ref: Reference, desc: Descriptor, *, max_size: int, progress: ProgressCallback | None = None
     ) -> bytes:
-        """Download one blob, refusing more than ``max_size`` or ``desc.size`` bytes as they arrive,
-        and verifying its digest."""
+        """Download one (small) blob into memory; see :meth:`download_blob`."""
+        buffer = io.BytesIO()
+        self.download_blob(ref, desc, buffer, max_size=max_size, progress=progress)
+        return buffer.getvalue()
+
+    def download_blob(
+        self,
+        ref: Reference,
+        desc: Descriptor,
+        sink: IO[bytes],
+        *,
+        max_size: int,
+        progress: ProgressCallback | None = None,
+    ) -> None:
+        """Stream one blob into ``sink``, refusing more than ``max_size`` or ``desc.size`` bytes as
+        they arrive and verifying size and digest at the end (the caller discards ``sink`` on error)."""
         where = f"{ref} blob {desc.digest}"
         if desc.size > max_size:
             raise ModuleTooLarge(
@@ -329,6 +448,7 @@ class RegistryClient:
             )
         if not desc.digest.startswith("sha256:"):
             raise DigestMismatch(f"{where}: only sha256 digests are verified; refusing {desc.digest}")
+        hashing = _HashingWriter(sink)
         with self._session.request(
             "GET",
             ref.registry,
@@ -337,18 +457,23 @@ class RegistryClient:
             what=f"downloading {where}",
             not_found=lambda: ImageNotFound(f"{where} is missing in {ref.registry}"),
         ) as response:
-            data = _read_capped(
-                response, desc.size, where, ref.registry, progress=progress, cap_error=_Oversize(max_size)
+            _copy_capped(
+                response,
+                hashing,
+                desc.size,
+                where,
+                ref.registry,
+                progress=progress,
+                cap_error=_Oversize(max_size),
             )
-        if len(data) != desc.size:
-            raise DigestMismatch(f"{where}: received {len(data)} bytes, the manifest says {desc.size}")
-        actual = sha256_digest(data)
+        if hashing.size != desc.size:
+            raise DigestMismatch(f"{where}: received {hashing.size} bytes, the manifest says {desc.size}")
+        actual = "sha256:" + hashing.hexdigest()
         if actual != desc.digest:
             raise DigestMismatch(
                 f"{where}: content hashes to {actual}, not {desc.digest}",
                 hint="the registry's copy is corrupt or was tampered with; nothing was written",
             )
-        return data
 
     # --- push ----------------------------------------------------------------------------------
 
@@ -599,35 +724,155 @@ def _not_found(ref: Reference) -> ImageNotFound:
     )
 
 
-def _read_capped(
+def _read_capped(response: httpx.Response, limit: int, where: str, registry: str) -> bytes:
+    """Read a (small) streamed document into memory; one over ``limit`` bytes is bad registry
+    data (a manifest: distribution itself refuses manifests over 4 MiB)."""
+    buffer = io.BytesIO()
+    try:
+        _copy_capped(response, buffer, limit, where, registry)
+    except ModuleTooLarge as exc:
+        raise BadRegistryData(
+            f"{where} is over the {limit}-byte limit for manifests", hint="no valid image has one this large"
+        ) from exc
+    return buffer.getvalue()
+
+
+def _copy_capped(
     response: httpx.Response,
+    sink: IO[bytes] | _HashingWriter,
     limit: int,
     where: str,
     registry: str,
     *,
     progress: ProgressCallback | None = None,
     cap_error: _Oversize | None = None,
-) -> bytes:
-    """Read a streamed body, failing as soon as it exceeds ``limit`` bytes."""
+) -> int:
+    """Copy a streamed body into ``sink``, failing as soon as it exceeds ``limit`` bytes or the
+    current deadline passes."""
     announced = response.headers.get("Content-Length")
     if announced and announced.isdigit() and int(announced) > limit:
         _too_much(where, int(announced), limit, cap_error)
-    buffer = io.BytesIO()
     count = 0
     try:
         for chunk in response.iter_raw(_READ_CHUNK):
             count += len(chunk)
             if count > limit:
                 _too_much(where, count, limit, cap_error)
-            buffer.write(chunk)
+            sink.write(chunk)
             if progress is not None:
                 progress(count, limit)
+            check_deadline()
     except httpx.HTTPError as exc:
+        deadline = current_deadline()
+        if deadline is not None and deadline.expired:
+            raise PullTimeout(
+                f"{deadline.error().message} ({count} bytes of {where} had arrived)",
+                hint="the registry is too slow or stalled; nothing was stored",
+            ) from exc
         raise RegistryUnavailable(
             f"downloading {where}: the connection to {registry} failed after {count} bytes ({exc})",
             hint="a retry may succeed",
         ) from exc
-    return buffer.getvalue()
+    return count
+
+
+class _HashingWriter:
+    """Passes writes to ``sink`` (if any), hashing and counting them."""
+
+    def __init__(self, sink: IO[bytes] | None):
+        self.sink = sink
+        self.size = 0
+        self._hash = hashlib.sha256()
+
+    def write(self, chunk: bytes) -> int:
+        self._hash.update(chunk)
+        self.size += len(chunk)
+        if self.sink is not None:
+            self.sink.write(chunk)
+        return len(chunk)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+class _TempFile:
+    """A new file in ``directory`` that is deleted unless :meth:`keep` was called; ``on_write``
+    hears of every write before it happens."""
+
+    def __init__(
+        self, directory: Path, prefix: str, suffix: str, on_write: Callable[[int], None] | None = None
+    ):
+        fd, name = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=directory)
+        os.close(fd)
+        self.path = Path(name)
+        self._kept = False
+        self._on_write = on_write
+
+    def open(self) -> IO[bytes]:
+        handle = self.path.open("wb")
+        if self._on_write is None:
+            return handle
+        return typing.cast(IO[bytes], _MeteredFile(handle, self._on_write))
+
+    def keep(self) -> Path:
+        self._kept = True
+        return self.path
+
+    def discard(self) -> None:
+        if not self._kept:
+            with contextlib.suppress(FileNotFoundError):
+                self.path.unlink()
+
+
+class _MeteredFile:
+    """A file whose writes are announced to ``on_write`` first."""
+
+    def __init__(self, inner: IO[bytes], on_write: Callable[[int], None]):
+        self._inner = inner
+        self._on_write = on_write
+
+    def write(self, chunk: bytes) -> int:
+        self._on_write(len(chunk))
+        return self._inner.write(chunk)
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def __enter__(self) -> _MeteredFile:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._inner.close()
+
+
+@contextlib.contextmanager
+def _deadline_errors() -> Iterator[None]:
+    """Report a passed deadline as :class:`PullTimeout`, however it surfaced (a timed-out read,
+    a refused connection attempt, a loop that checked it)."""
+    try:
+        yield
+    except PullTimeout:
+        raise
+    except DeadlineExceeded as exc:
+        raise PullTimeout(exc.message, hint=exc.hint) from exc
+    except RegistryUnavailable as exc:
+        deadline = current_deadline()
+        if deadline is None or not deadline.expired:
+            raise
+        raise PullTimeout(f"{deadline.error().message} ({exc.message})", hint=exc.hint) from exc
+
+
+@contextlib.contextmanager
+def _registry_data() -> Iterator[None]:
+    """Malformed documents from a registry are the registry's fault, not a usage error."""
+    try:
+        yield
+    except UsageError as exc:
+        raise BadRegistryData(exc.message, hint=exc.hint) from exc
+    except RegistryError as exc:
+        if type(exc) is not RegistryError:
+            raise
+        raise BadRegistryData(exc.message, hint=exc.hint) from exc
 
 
 def _too_much(where: str, size: int, limit: int, cap_error: _Oversize | None) -> None:

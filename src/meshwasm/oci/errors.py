@@ -62,3 +62,18 @@ class InsecureRegistryError(RegistryError):
     """Plain HTTP to a registry the user did not mark insecure (and that is not loopback)."""
 
     exit_code = ExitCode.USAGE
+
+
+class PullTimeout(RegistryUnavailable):
+    """A pull did not finish within its whole-pull deadline (slow or stalled registry)."""
+
+
+class BadRegistryData(RegistryError):
+    """The registry sent something no valid image has: a malformed manifest or descriptor
+    (a negative size, a missing digest), or a layer that is not what it claims to be."""
+
+    exit_code = ExitCode.INTEGRITY
+
+
+class TooManyLayerMembers(BadRegistryData):
+    """A tar layer holds more entries than any wasm image needs (refused before reading them all)."""

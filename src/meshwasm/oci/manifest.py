@@ -13,18 +13,17 @@ Indexes and manifest lists are followed to one image (see :func:`select_from_ind
 
 from __future__ import annotations
 
-import gzip
 import io
 import json
 import tarfile
-import zlib
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import IO, Any, Literal
 
 from meshwasm.oci import mediatypes as mt
-from meshwasm.oci.errors import ModuleTooLarge, NotAWasmImage, RegistryError
+from meshwasm.oci.errors import NotAWasmImage, RegistryError
 from meshwasm.oci.image import Descriptor, check_wasm
+from meshwasm.oci.layer import extract_member
 
 PulledVariant = Literal["compat", "oci", "docker"]
 _TAR_GZIP_LAYERS = (mt.OCI_LAYER_TAR_GZIP, mt.DOCKER_LAYER_TAR_GZIP)
@@ -103,44 +102,35 @@ _SHAPES = (
 )
 
 
-class _CappedReader(io.RawIOBase):
-    """Reads from ``inner`` but raises :class:`ModuleTooLarge` past ``cap`` bytes (gzip bombs)."""
+def plugin_member(member: tarfile.TarInfo) -> bool:
+    """The tar entry that holds the module (the compat spec's ``plugin.wasm``)."""
+    return member.isfile() and PurePosixPath(member.name).name == mt.PLUGIN_FILE
 
-    def __init__(self, inner: IO[bytes], cap: int, where: str):
-        self._inner, self._cap, self._where, self._count = inner, cap, where, 0
 
-    def readable(self) -> bool:
-        return True
+def extract_plugin(layer: IO[bytes], sink: IO[bytes], *, max_size: int, where: str) -> int:
+    """Stream ``plugin.wasm`` out of a tar+gzip layer into ``sink``; returns its size.
 
-    def readinto(self, buffer: Any) -> int:
-        data = self._inner.read(len(buffer))
-        self._count += len(data)
-        if self._count > self._cap:
-            raise ModuleTooLarge(f"{self._where}: layer expands past {self._cap} bytes")
-        buffer[: len(data)] = data
-        return len(data)
+    Bounded in entries, bytes and time by :func:`meshwasm.oci.layer.extract_member`; the tar
+    around the module adds headers, so the stream may exceed the module cap by a MiB.
+    """
+    return extract_member(
+        layer,
+        sink,
+        select=plugin_member,
+        max_size=max_size,
+        max_bytes=max_size + (1 << 20),
+        where=where,
+        name=mt.PLUGIN_FILE,
+        check_head=lambda head: check_wasm(head, source=f"{where} plugin.wasm"),
+        missing_hint=_SHAPES,
+    )
 
 
 def plugin_from_tar_gz(layer: bytes, *, max_size: int, where: str) -> bytes:
-    """The ``plugin.wasm`` member of a tar+gzip layer, size-capped while decompressing."""
-    # The tar around the module adds headers; a layer that expands far beyond the cap is not ours.
-    capped = _CappedReader(gzip.GzipFile(fileobj=io.BytesIO(layer)), max_size + (1 << 20), where)  # type: ignore[arg-type]
-    try:
-        with tarfile.open(fileobj=io.BufferedReader(capped), mode="r|") as tar:
-            for member in tar:
-                if not member.isfile() or PurePosixPath(member.name).name != mt.PLUGIN_FILE:
-                    continue
-                if member.size > max_size:
-                    raise ModuleTooLarge(
-                        f"{where}: plugin.wasm is {member.size} bytes, over the {max_size}-byte limit"
-                    )
-                extracted = tar.extractfile(member)
-                data = extracted.read() if extracted is not None else b""
-                check_wasm(data, source=f"{where} plugin.wasm")
-                return data
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise NotAWasmImage(f"{where}: layer is not a readable tar+gzip ({exc})") from exc
-    raise NotAWasmImage(f"{where}: the layer holds no plugin.wasm", hint=_SHAPES)
+    """The ``plugin.wasm`` member of a tar+gzip layer held in memory (small layers, tests)."""
+    out = io.BytesIO()
+    extract_plugin(io.BytesIO(layer), out, max_size=max_size, where=where)
+    return out.getvalue()
 
 
 def tar_member_size(layer: bytes, *, max_size: int, where: str) -> int:

@@ -5,7 +5,10 @@ One :class:`RegistrySession` per client. It
 - uses https, and plain http only for loopback registries and those marked insecure
   (for those it tries https first and falls back to http; insecure ones skip TLS verification);
 - calls ``request_guard`` on every outgoing request, redirects and token requests included
-  (an httpx request hook), and refuses http to a host that may not use it;
+  (an httpx request hook; ``request.extensions["meshwasm.hop"]`` says which hop it is), and
+  refuses http to a host that may not use it;
+- connects through ``transport_factory`` (default: :class:`meshwasm.safehttp.GuardedTransport`
+  without an address check), so every network wait honours the current deadline;
 - answers ``401`` challenges: ``Basic`` with the registry's credentials, ``Bearer`` by fetching a
   token from the challenge's realm (Docker token protocol; identity tokens through the OAuth2
   refresh-token grant) and caching it per registry and scope;
@@ -21,21 +24,28 @@ import ssl
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from typing import Any
 
 import httpx
 
 from meshwasm.oci.credentials import Credentials, RegistryAuth
 from meshwasm.oci.errors import (
     AuthenticationError,
+    BadRegistryData,
     DigestMismatch,
     ImageNotFound,
     InsecureRegistryError,
+    InvalidReference,
     RegistryError,
     RegistryUnavailable,
 )
 from meshwasm.oci.reference import DOCKER_HUB
 
 RequestGuard = Callable[[httpx.Request], None]
+TransportFactory = Callable[[bool], httpx.BaseTransport]
+"""``factory(verify_tls)`` -> the transport for a client of that TLS mode."""
+HOP = "meshwasm.hop"  # request extension: which hop of an operation a request is
+_ORIGIN = "meshwasm.origin"  # request extension: the host the operation addressed
 BodyFactory = Callable[[], Iterable[bytes] | bytes]
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _USER_AGENT = "meshwasm-oci/0.1"
@@ -110,8 +120,13 @@ class RegistrySession:
         timeout: float,
         request_guard: RequestGuard | None,
         plain_http_loopback: bool = True,
+        transport_factory: TransportFactory | None = None,
     ):
         self._loopback_http = plain_http_loopback
+        # A caller's transport (the fetcher's, which checks addresses) must see every connection:
+        # no proxies from the environment then. Without one (the CLI), HTTPS_PROXY is honoured.
+        self._trust_env = transport_factory is None
+        self._transport_factory = transport_factory or _deadline_transport
         self.credentials = credentials or Credentials()
         self._insecure = {h.lower() for h in insecure}
         self._guard = request_guard
@@ -134,6 +149,12 @@ class RegistrySession:
         return (self._loopback_http and is_loopback(host)) or self.marked_insecure(host)
 
     def _check_request(self, request: httpx.Request) -> None:
+        origin = request.extensions.get(_ORIGIN)
+        here = request.url.netloc.decode()
+        if origin is not None and here != origin:
+            hop = request.extensions.get(HOP, "a request")
+            request.extensions[HOP] = f"a redirect of {hop} to {origin}"
+        request.extensions[_ORIGIN] = here  # the next redirect is judged from here
         if self._guard is not None:
             self._guard(request)
         if request.url.scheme == "http" and not self.may_use_http(request.url.netloc.decode()):
@@ -157,6 +178,8 @@ class RegistrySession:
             verify=verify,
             headers={"User-Agent": _USER_AGENT},
             event_hooks={"request": [self._check_request]},
+            transport=self._transport_factory(verify),
+            trust_env=self._trust_env,
         )
         self._clients[verify] = client
         return client
@@ -175,6 +198,13 @@ class RegistrySession:
             return self._base[registry]
         host = api_host(registry)
         base = f"https://{host}"
+        try:
+            httpx.URL(base)
+        except httpx.InvalidURL as exc:
+            raise InvalidReference(
+                f"registry {registry!r} is not a host name or an address in canonical form ({exc})",
+                hint="write IPv4 addresses in dotted decimal (127.0.0.1), not octal, hex or short forms",
+            ) from exc
         if self.may_use_http(host):
             try:
                 self._client(registry).get(f"{base}/v2/").close()
@@ -214,6 +244,11 @@ class RegistrySession:
         """
         if url.startswith("/"):
             url = self.base_url(registry) + url
+        else:
+            try:
+                httpx.URL(url)
+            except httpx.InvalidURL as exc:
+                raise BadRegistryData(f"{what}: registry {registry} sent an unparsable URL ({exc})") from exc
         client = self._client(registry)
         response = self._send(client, method, registry, url, scopes, headers, body, params, what)
         try:
@@ -245,7 +280,15 @@ class RegistrySession:
         if authorization:
             all_headers["Authorization"] = authorization
         content = body() if body is not None else None
-        request = client.build_request(method, url, headers=all_headers, content=content, params=params)
+        target = httpx.URL(url)
+        request = client.build_request(
+            method,
+            target,
+            headers=all_headers,
+            content=content,
+            params=params,
+            extensions={HOP: f"a request to registry {registry}", _ORIGIN: target.netloc.decode()},
+        )
         try:
             return client.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -288,6 +331,16 @@ class RegistrySession:
         what: str,
     ) -> str:
         realm = params["realm"]
+        try:
+            realm_url = httpx.URL(realm)
+        except httpx.InvalidURL as exc:
+            raise BadRegistryData(
+                f"{what}: registry {registry} named an unparsable token realm ({exc})"
+            ) from exc
+        if realm_url.scheme not in ("http", "https") or not realm_url.host:
+            raise BadRegistryData(
+                f"{what}: registry {registry} named a token realm that is not an http(s) URL: {realm[:80]!r}"
+            )
         query: list[tuple[str, str | int | float | bool | None]] = []
         if params.get("service"):
             query.append(("service", params["service"]))
@@ -303,15 +356,18 @@ class RegistrySession:
                 if params.get("service"):
                     form["service"] = params["service"]
                 form["scope"] = " ".join(scopes)
-                response = client.post(realm, data=form)
+                response = client.post(realm, data=form, extensions=self._token_hop(registry, realm))
             else:
                 basic = (
                     httpx.BasicAuth(auth.username or "", auth.password or "")
                     if auth and auth.has_basic
                     else None
                 )
+                hop = self._token_hop(registry, realm)
                 response = (
-                    client.get(realm, params=query, auth=basic) if basic else client.get(realm, params=query)
+                    client.get(realm, params=query, auth=basic, extensions=hop)
+                    if basic
+                    else client.get(realm, params=query, extensions=hop)
                 )
         except httpx.HTTPError as exc:
             raise self._unavailable(
@@ -337,6 +393,14 @@ class RegistrySession:
         if not isinstance(token, str) or not token:
             raise AuthenticationError(f"{what}: token service of {registry} returned no token")
         return token
+
+    @staticmethod
+    def _token_hop(registry: str, realm: str) -> dict[str, Any]:
+        try:
+            origin = httpx.URL(realm).netloc.decode()
+        except httpx.InvalidURL:
+            origin = realm
+        return {HOP: f"the token realm of registry {registry}", _ORIGIN: origin}
 
     def _raise_for_status(
         self,
@@ -382,6 +446,12 @@ class RegistrySession:
             f"{prefix}cannot reach registry {registry}: {reason}",
             hint="check the registry address and that it is running; a retry may succeed",
         )
+
+
+def _deadline_transport(verify: bool) -> httpx.BaseTransport:
+    from meshwasm.safehttp import GuardedTransport
+
+    return GuardedTransport(verify=verify)
 
 
 def _tls_failure(exc: BaseException) -> bool:

@@ -13,8 +13,10 @@ from meshwasm.translate.istio_to_envoy import (
     EnvoyConfig,
     FilterConfigSourceFactory,
     cluster_name,
+    failure_policy,
     filter_name,
     istio_to_envoy,
+    module_url,
     upstream_key,
 )
 from meshwasm.translate.merge import merge_config
@@ -29,10 +31,12 @@ __all__ = [
     "IstioResources",
     "TranslationError",
     "cluster_name",
+    "failure_policy",
     "fetcher_url",
     "filter_name",
     "istio_to_envoy",
     "merge_config",
+    "module_url",
     "tsb_to_istio",
     "upstream_key",
     "validate_config",

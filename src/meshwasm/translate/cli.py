@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+import yaml
 
 from meshwasm import ui
 from meshwasm.envoy.resources import Json, file_config_source
@@ -21,7 +22,7 @@ from meshwasm.manifests import load
 from meshwasm.manifests.problems import Problem
 from meshwasm.translate import render
 from meshwasm.translate.istio_resources import IstioResources
-from meshwasm.translate.istio_to_envoy import istio_to_envoy, upstream_key
+from meshwasm.translate.istio_to_envoy import istio_to_envoy, module_url, upstream_key
 from meshwasm.translate.output import write_files
 from meshwasm.translate.tsb_to_istio import ANN_EXTENSION, DEFAULT_FETCHER_BASE, tsb_to_istio
 
@@ -104,7 +105,7 @@ def resolve_modules(istio: IstioResources, specs: list[str]) -> dict[str, str]:
         )
         for candidate in keys:
             if candidate and candidate in given:
-                out[plugin.spec.url] = given[candidate]
+                out[module_url(plugin)] = given[candidate]
                 break
     return out
 
@@ -117,6 +118,28 @@ def _port_map(specs: list[str]) -> dict[int, int]:
             raise UsageError(f"--port: {spec!r} is not GATEWAY_PORT=LOCAL_PORT", hint="e.g. --port 80=8080")
         out[int(key)] = int(value)
     return out
+
+
+def _signature_policy_configmap(flags: list[str], to: Target) -> dict[str, object] | None:
+    """The wasmfetcher-signatures ConfigMap for ``--require-signature`` flags (keys read now)."""
+    if not flags:
+        return None
+    if to is not Target.istio:
+        raise UsageError(
+            "--require-signature is rendered for the wasmfetcher's deployment: use it with --to istio"
+        )
+    from meshwasm.oci.signing.policy import load_policy, parse_rule_flag, policy_configmap
+
+    return policy_configmap(load_policy([parse_rule_flag(flag) for flag in flags]))
+
+
+def _add_manifest(files: dict[str, str], name: str, doc: dict[str, object]) -> None:
+    """Add one more manifest to rendered files, listed last in their kustomization.yaml."""
+    files[name] = yaml.safe_dump(doc, sort_keys=False)
+    head, _, body = files["kustomization.yaml"].partition("\n")
+    kustomization = yaml.safe_load(body)
+    kustomization["resources"].append(name)
+    files["kustomization.yaml"] = head + "\n" + yaml.safe_dump(kustomization, sort_keys=False)
 
 
 def _warn(problems: list[Problem]) -> None:
@@ -169,17 +192,33 @@ def register(app: typer.Typer) -> None:
         ] = None,
         bind: Annotated[str, typer.Option("--bind", help="envoy: listener address.")] = "0.0.0.0",
         admin_port: Annotated[int, typer.Option("--admin-port", help="envoy: admin port.")] = 15000,
+        require_signature: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--require-signature",
+                help="istio: SCOPE=PUBLIC_KEY_FILE (repeatable): the wasmfetcher refuses modules of SCOPE "
+                "(a registry or repository) without a cosign signature by the key; rendered as the "
+                "wasmfetcher-signatures ConfigMap (docs/signing.md).",
+            ),
+        ] = None,
     ) -> None:
         """Render a TSB tree as Istio resources, or as Envoy configuration for each gateway."""
+        signature_policy = _signature_policy_configmap(require_signature or [], to)
         tree = load(path)
         _warn(tree.warnings)
         istio = tsb_to_istio(tree, fetcher_base=None if no_fetcher else fetcher_base)
         _warn(istio.warnings)
         if to is Target.istio:
             if out is None:
-                ui.stdout.print(render.istio_yaml(istio), end="", markup=False)
+                text = render.istio_yaml(istio)
+                if signature_policy is not None:
+                    text += yaml.safe_dump(signature_policy, sort_keys=False, explicit_start=True)
+                ui.stdout.print(text, end="", markup=False)
                 return
-            written = write_files(out, render.istio_files(istio))
+            files = render.istio_files(istio)
+            if signature_policy is not None:
+                _add_manifest(files, "zz-configmap-wasmfetcher-signatures.yaml", signature_policy)
+            written = write_files(out, files)
             ui.info(f"wrote {len(written)} files to {out}")
             return
         workloads = render.workload_views(istio)

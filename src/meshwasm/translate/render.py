@@ -20,7 +20,7 @@ from typing import Any
 import yaml
 
 from meshwasm.envoy.resources import Json, socket_address
-from meshwasm.manifests import istio
+from meshwasm.manifests import core, istio
 from meshwasm.manifests.base import Resource
 from meshwasm.translate.istio_resources import IstioResources
 from meshwasm.translate.istio_to_envoy import ROOT_NAMESPACE, EnvoyConfig
@@ -118,10 +118,15 @@ def workload_views(resources: IstioResources) -> list[tuple[Workload, IstioResou
     for plugin in resources.wasm_plugins:
         selector = plugin.spec.selector.match_labels if plugin.spec.selector else {}
         plugins.setdefault((plugin.namespace or "default", frozenset(selector.items())), []).append(plugin)
+    kube_services: dict[str, list[Resource]] = {}
+    for resource in resources.core:
+        if isinstance(resource, core.Service):
+            kube_services.setdefault(resource.namespace or "default", []).append(resource)
     views = []
     for workload in gateway_workloads(resources):
         subsets = _subsets(workload.labels)
-        view = IstioResources()
+        # The workload's namespace's Services: one selecting the gateway turns ports into targetPorts.
+        view = IstioResources(core=list(kube_services.get(workload.namespace, [])))
         for subset in subsets:
             view.gateways.extend(gateways.get(subset, []))
             for namespace in dict.fromkeys((workload.namespace, ROOT_NAMESPACE)):
@@ -180,9 +185,12 @@ def static_bootstrap(
     listeners = copy.deepcopy([_without_type(listener) for listener in config.listeners])
     for listener in listeners:
         for chain in listener.get("filter_chains", []):
-            for network_filter in chain.get("filters", []):
+            # NETWORK WasmPlugins are ECDS network filters ahead of the connection manager.
+            chain["filters"] = [_inline(f, filters) for f in chain.get("filters", [])]
+            for network_filter in chain["filters"]:
                 hcm = network_filter.get("typed_config", {})
-                hcm["http_filters"] = [_inline(f, filters) for f in hcm.get("http_filters", [])]
+                if "http_filters" in hcm:
+                    hcm["http_filters"] = [_inline(f, filters) for f in hcm["http_filters"]]
     return {
         "node": {"id": node_id, "cluster": cluster},
         "admin": {"address": socket_address(admin_address, admin_port)},
@@ -193,10 +201,10 @@ def static_bootstrap(
     }
 
 
-def _inline(http_filter: Json, filters: Mapping[str, Json]) -> Json:
-    if "config_discovery" not in http_filter:
-        return http_filter
-    return {"name": http_filter["name"], "typed_config": filters[http_filter["name"]]}
+def _inline(ecds_filter: Json, filters: Mapping[str, Json]) -> Json:
+    if "config_discovery" not in ecds_filter:
+        return ecds_filter
+    return {"name": ecds_filter["name"], "typed_config": filters[ecds_filter["name"]]}
 
 
 def bootstrap_json(bootstrap: Json) -> str:
