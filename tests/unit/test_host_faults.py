@@ -92,7 +92,7 @@ def test_after_a_trap_the_plugin_refuses_further_calls(host_wat_modules):
 
 def test_go_panic_reaches_the_trap_report_through_stderr(sdk_examples_wasm):
     """A Go module writes its panic to fd 2; Envoy logs fd 2 at error level, one entry per write
-    (tests/integration/test_host_surface.py checks that), so does the host; the trap report
+    (tests/integration/test_host_surface_envoy.py checks that), so does the host; the trap report
     joins the pieces back into lines."""
     plugin = Plugin.load(sdk_examples_wasm, root_id="metrics")
     # A callback for a context the SDK never created makes the Go SDK panic.

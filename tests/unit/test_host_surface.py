@@ -1,6 +1,6 @@
 """The host links exactly Envoy 1.40's import surface (meshwasm.host.surface), per ABI version.
 
-The table itself is checked against the real Envoy in tests/integration/test_host_surface.py;
+The table itself is checked against the real Envoy in tests/integration/test_host_surface_envoy.py;
 these tests check the host against the table: every function linked with Envoy's type for the
 ABIs Envoy gives it to (and refused for the others), functions not emulated answering Envoy's
 status rather than failing to link, ABI versions refused as Envoy refuses them.

@@ -6,7 +6,7 @@ both ``wasi_snapshot_preview1`` and ``wasi_unstable``, and emscripten's shims.
 Signatures are Envoy's exactly ("i" = i32, "I" = i64). They were read off the
 real binary: a module importing a function with a deliberately wrong type is
 refused with ``want: ..., but host exports: <the signature>``, and one importing
-a function Envoy lacks with ``missing import``; tests/integration/test_host_surface.py
+a function Envoy lacks with ``missing import``; tests/integration/test_host_surface_envoy.py
 repeats that check for every row (and for the functions Envoy lacks per ABI).
 
 The host links exactly this table (meshwasm.host.functions): a row whose function
