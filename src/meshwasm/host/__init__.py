@@ -1,12 +1,12 @@
 """A proxy-wasm host on wasmtime for unit-testing compiled plugins from Python.
 
 Public API (docs/host.md): :class:`Plugin`, :class:`HttpStream`, :class:`Action`,
-:class:`HeaderMap`, :class:`LogLevel`, the errors, :class:`SharedData`, :class:`SharedQueues`,
+:class:`TcpStream`, :class:`HeaderMap`, :class:`LogLevel`, the errors, :class:`SharedData`, :class:`SharedQueues`,
 the callouts (:class:`PendingHttpCall`, :class:`PendingGrpcCall`, :class:`HttpResponse`,
 :func:`forward_to`), :class:`Attributes`, and the soak (:func:`soak`).
 """
 
-from meshwasm.host.abi import Action, LogLevel, Status
+from meshwasm.host.abi import Action, LogLevel, PeerType, Status
 from meshwasm.host.callouts import HttpResponse, PendingGrpcCall, PendingHttpCall, forward_to
 from meshwasm.host.errors import (
     DeadlineExceeded,
@@ -24,6 +24,7 @@ from meshwasm.host.properties import Attributes
 from meshwasm.host.shared import SharedData, SharedQueues
 from meshwasm.host.state import LogEntry, VmState
 from meshwasm.host.stream import HttpStream, LocalResponse
+from meshwasm.host.tcp import TcpStream
 
 __all__ = [
     "Action",
@@ -39,6 +40,7 @@ __all__ = [
     "MissingImportError",
     "ModuleRejected",
     "PendingGrpcCall",
+    "PeerType",
     "PendingHttpCall",
     "Plugin",
     "PluginError",
@@ -48,6 +50,7 @@ __all__ = [
     "SharedData",
     "SharedQueues",
     "Status",
+    "TcpStream",
     "Violation",
     "VmState",
     "forward_to",

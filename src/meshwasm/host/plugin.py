@@ -23,7 +23,7 @@ from typing import Any
 
 import wasmtime
 
-from meshwasm.host.abi import BufferType, LogLevel
+from meshwasm.host.abi import Action, BufferType, LogLevel
 from meshwasm.host.callouts import HttpResponder, PendingGrpcCall, PendingHttpCall
 from meshwasm.host.errors import (
     DeadlineExceeded,
@@ -45,11 +45,13 @@ from meshwasm.host.state import (
     make_properties,
 )
 from meshwasm.host.stream import HttpStream
+from meshwasm.host.tcp import TcpStream
 
 _PAGE = 65536
 DEFAULT_DEADLINE = 10.0  # seconds one callback may run (None: no deadline, no epoch interruption)
 MAX_EVENTS_PER_ADVANCE = 100_000
 _UNKNOWN: Any = object()
+_ACTIONS: dict[int, Action] = {int(action): action for action in Action}
 _monotonic = time.monotonic
 
 __all__ = ["DEFAULT_DEADLINE", "Plugin", "Violation"]
@@ -201,6 +203,25 @@ class Plugin:
         self._call("proxy_on_context_create", stream.id, ROOT_CONTEXT_ID)
         return stream
 
+    def tcp_stream(self) -> TcpStream:
+        """A new downstream connection through the plugin as a network filter:
+        proxy_on_context_create(id, root), then proxy_on_new_connection (its answer is
+        ``new_connection_action``)."""
+        self._check_usable()
+        state = self.state
+        connection = TcpStream(state, state.new_context_id())
+        state.connections[connection.id] = connection
+        with state.dispatcher.step():
+            self._call("proxy_on_context_create", connection.id, ROOT_CONTEXT_ID)
+            action = self._call("proxy_on_new_connection", connection.id)
+            connection.new_connection_action = _ACTIONS.get(action, action)
+            if action == 0:
+                connection.upstream_selected = True  # the TCP proxy after the plugin runs now
+            else:
+                connection.downstream_paused = True
+            connection.phase = "open"
+        return connection
+
     def tick(self) -> None:
         """One timer tick for the root context (proxy_on_tick), whatever the clock says."""
         self._call("proxy_on_tick", ROOT_CONTEXT_ID)
@@ -264,6 +285,8 @@ class Plugin:
         if self._failed is None:
             for stream in list(self.state.streams.values()):
                 stream.complete()
+            for connection in list(self.state.connections.values()):
+                connection.complete()
             self.state.shutting_down = True
             self._call("proxy_on_done", ROOT_CONTEXT_ID)
             self._call("proxy_on_delete", ROOT_CONTEXT_ID)

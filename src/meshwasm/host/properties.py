@@ -21,6 +21,9 @@ from meshwasm.host.abi import MapType, serialize_pairs
 
 if TYPE_CHECKING:
     from meshwasm.host.stream import HttpStream
+    from meshwasm.host.tcp import TcpStream
+
+    AnyStream = HttpStream | TcpStream
 
 PropertyValue = bytes | str | int | float | bool
 
@@ -189,14 +192,20 @@ class Attributes:
     upstream_address: str = ""
     upstream_port: int = 0
 
-    def top_level(self, name: str, stream: HttpStream | None) -> Any:
+    def top_level(self, name: str, stream: AnyStream | None) -> Any:
         if name == "xds":
-            return self._xds()
+            return self._xds(stream)
         if stream is None:
             return None  # Envoy: no stream info on the root context
-        if name == "request":
+        if stream.kind == "tcp":
+            # A connection's stream info: no headers, no HTTP protocol, no response code.
+            if name == "request":
+                return {"time": Nanos(stream.started_ns)}
+            if name == "response":
+                return {}
+        elif name == "request":
             return _request(stream, self.protocol)
-        if name == "response":
+        elif name == "response":
             return _response(stream)
         if name == "source":
             return {"address": f"{self.source_address}:{self.source_port}", "port": self.source_port}
@@ -219,12 +228,14 @@ class Attributes:
             }
         return None
 
-    def _xds(self) -> dict[str, Any]:
+    def _xds(self, stream: AnyStream | None) -> dict[str, Any]:
         xds: dict[str, Any] = {
             "node": node_message(self.node_id, self.node_cluster, self.node_metadata),
             "listener_direction": self.listener_direction,
         }
-        if self.cluster_name:
+        # A TCP proxy picks its cluster once the new connection has gone through the plugin.
+        upstream_known = stream is None or stream.kind != "tcp" or stream.upstream_selected
+        if self.cluster_name and upstream_known:
             xds["cluster_name"] = self.cluster_name
         if self.route_name:
             xds["route_name"] = self.route_name
@@ -232,7 +243,7 @@ class Attributes:
             xds["virtual_host_name"] = self.virtual_host_name
         return xds
 
-    def lookup(self, path: Sequence[str], stream: HttpStream | None) -> bytes | None:
+    def lookup(self, path: Sequence[str], stream: AnyStream | None) -> bytes | None:
         if not path:
             return None
         value = walk(self.top_level(path[0], stream), path[1:])

@@ -28,6 +28,7 @@ from meshwasm.host.shared import SharedData, SharedQueue, SharedQueues
 
 if TYPE_CHECKING:
     from meshwasm.host.stream import HttpStream
+    from meshwasm.host.tcp import TcpStream
 
 ROOT_CONTEXT_ID = 1
 DEFAULT_MEMORY_LIMIT = 1 << 30  # linear memory plus what the host holds for the module
@@ -213,6 +214,7 @@ class VmState:
         self.violations: list[Violation] = []
         # contexts
         self.streams: dict[int, HttpStream] = {}
+        self.connections: dict[int, TcpStream] = {}  # TCP contexts (network filter)
         self.effective = ROOT_CONTEXT_ID
         self._context_ids = itertools.count(ROOT_CONTEXT_ID + 1)
         self.configuring = False  # in on_configure: the plugin configuration is readable
@@ -316,11 +318,15 @@ class VmState:
         return next(self._context_ids)
 
     def has_context(self, context_id: int) -> bool:
-        return context_id == ROOT_CONTEXT_ID or context_id in self.streams
+        return context_id == ROOT_CONTEXT_ID or context_id in self.streams or context_id in self.connections
 
     def stream(self) -> HttpStream | None:
         """The HTTP stream whose context is current (None on the root context)."""
         return self.streams.get(self.effective)
+
+    def connection(self) -> TcpStream | None:
+        """The TCP connection whose context is current (None unless a network-filter context)."""
+        return self.connections.get(self.effective)
 
     def call(self, callback: str, context_id: int, *args: int) -> int:
         assert self.runner is not None
@@ -388,6 +394,19 @@ class VmState:
                 return refuse(call, Status.NOT_FOUND, f"{kind.name} cannot be written outside its callback")
             refuse(call, Status.OK, f"{kind.name} read outside its callback: Envoy hands over nothing")
             return b"" if record else Status.NOT_FOUND
+        if kind in (BufferType.DOWNSTREAM_DATA, BufferType.UPSTREAM_DATA):
+            connection = self.connection()
+            data = None
+            if connection is not None:
+                data = connection.data("downstream" if kind == BufferType.DOWNSTREAM_DATA else "upstream")
+            if data is not None:
+                return data
+            # Envoy keeps a wrapper around a missing connection buffer: reads see it empty (Ok),
+            # writes get BadArgument (checked against Envoy).
+            if write:
+                return refuse(call, Status.BAD_ARGUMENT, f"{kind.name} cannot be written outside its callback")
+            refuse(call, Status.OK, f"{kind.name} read outside its callback: Envoy hands over nothing")
+            return b"" if record else Status.NOT_FOUND
         if kind == BufferType.HTTP_CALL_RESPONSE_BODY:
             if self.callout_response is not None:
                 return self.callout_response.body
@@ -404,7 +423,7 @@ class VmState:
 
     # -- properties -----------------------------------------------------------------------------------
     def get_property(self, path: tuple[str, ...]) -> bytes | None:
-        stream = self.stream()
+        stream: HttpStream | TcpStream | None = self.stream() or self.connection()
         if stream is not None and path in stream.properties:
             return stream.properties[path]
         if path in self.properties:
@@ -420,7 +439,7 @@ class VmState:
         return self.attributes.lookup(path, stream)
 
     def set_property(self, path: tuple[str, ...], value: bytes) -> Status:
-        stream = self.stream()
+        stream: HttpStream | TcpStream | None = self.stream() or self.connection()
         if stream is None:
             return Status.NOT_FOUND  # Envoy: no stream info on the root context
         previous = stream.properties.get(path)

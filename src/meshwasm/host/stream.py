@@ -44,6 +44,8 @@ class LocalResponse:
 class HttpStream:
     """One HTTP request/response through the plugin (an HTTP context in proxy-wasm terms)."""
 
+    kind = "http"
+
     def __init__(self, state: VmState, context_id: int):
         self.state = state
         self.id = context_id

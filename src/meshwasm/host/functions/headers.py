@@ -13,6 +13,7 @@ from meshwasm.host.state import VmState
 from meshwasm.host.surface import ABI_0_1_0
 
 _BODIES = {BufferType.HTTP_REQUEST_BODY: "request", BufferType.HTTP_RESPONSE_BODY: "response"}
+_CONNECTION_DATA = {BufferType.DOWNSTREAM_DATA: "downstream", BufferType.UPSTREAM_DATA: "upstream"}
 _WHITESPACE = re.compile(r"\s")
 
 
@@ -155,22 +156,27 @@ def proxy_set_buffer_bytes(
     current = vm.buffer("proxy_set_buffer_bytes", buffer_type, write=True)
     if isinstance(current, int):
         return current
-    direction = _BODIES.get(BufferType(buffer_type))
+    kind = BufferType(buffer_type)
+    direction = _BODIES.get(kind)
     stream = vm.stream()
-    if direction is None or stream is None:
-        return Status.BAD_ARGUMENT  # Envoy: only the bodies are mutable
+    connection = vm.connection()
+    target = _CONNECTION_DATA.get(kind)
+    if (direction is None or stream is None) and (target is None or connection is None):
+        return Status.BAD_ARGUMENT  # Envoy: only the bodies and the connection data are mutable
     vm.charge(data_size + len(current), "a body", "proxy_set_buffer_bytes")
     data = vm.mem.read(data_ptr, data_size)
-    # Envoy's Buffer::copyFrom: prepend, replace everything, or append; nothing in between.
-    if start == 0 and length == 0:
-        updated = data + current
-    elif start == 0 and length >= len(current):
-        updated = data
-    elif start >= len(current) and start != 0:
+    # Envoy's Buffer::copyFrom: at the start, drain `length` bytes (all of them at most) and
+    # prepend the data; at or past the end, append; anything in between is BadArgument.
+    if start == 0:
+        updated = data + current[length:]
+    elif start >= len(current):
         updated = current + data
     else:
         return Status.BAD_ARGUMENT
-    stream.set_body(direction, updated)
+    if connection is not None and target is not None:
+        connection.set_data(target, updated)
+    elif stream is not None and direction is not None:
+        stream.set_body(direction, updated)
     return Status.OK
 
 
@@ -183,6 +189,11 @@ def proxy_continue_stream(vm: VmState, stream_type: int) -> int:
         return Status.UNIMPLEMENTED
     if stream_type > StreamType.UPSTREAM:
         return Status.BAD_ARGUMENT
+    connection = vm.connection()
+    if connection is not None:
+        if stream_type == StreamType.DOWNSTREAM:
+            connection.continue_downstream()  # Envoy's continueReading, after this callback
+        return Status.OK  # the HTTP directions: Envoy has no HTTP stream here and does nothing
     stream = vm.stream()
     if stream is None:
         vm.refuse("proxy_continue_stream", Status.OK, "no HTTP stream is current: Envoy does nothing")
@@ -198,6 +209,12 @@ def proxy_continue_stream(vm: VmState, stream_type: int) -> int:
 def proxy_close_stream(vm: VmState, stream_type: int) -> int:
     if stream_type > StreamType.UPSTREAM:
         return Status.BAD_ARGUMENT
+    connection = vm.connection()
+    if connection is not None:
+        if stream_type in (StreamType.DOWNSTREAM, StreamType.UPSTREAM):
+            # Either way Envoy closes the filter's (downstream) connection, after this callback.
+            connection.close_by_plugin()
+        return Status.OK
     stream = vm.stream()
     if stream is None:
         vm.refuse("proxy_close_stream", Status.OK, "no HTTP stream is current: Envoy does nothing")
