@@ -124,7 +124,7 @@ def test_grpc_call_and_stream_answered_by_the_test(host_wat_modules):
     assert stream.closed_by_plugin
     stream.receive_trailing_metadata({"grpc-status": "14"})
     stream.close(14, "unavailable")
-    assert plugin.logs_at("info")[-9:] == [
+    assert plugin.logs_at("info")[-10:] == [
         "received=4",
         "pong",
         "initial_metadata=1",
@@ -133,6 +133,7 @@ def test_grpc_call_and_stream_answered_by_the_test(host_wat_modules):
         "close_stream=0",
         "trailing_metadata=1",
         "closed=14",
+        "closed_token=6",
         "unavailable",
     ]
     assert plugin.pending_grpc_calls == []
@@ -149,7 +150,7 @@ def test_grpc_statuses_envoy_answers(host_wat_modules):
     failed = Plugin.load(host_wat_modules["grpc"], clusters=["grpc"])
     failed.http_stream().send_request_headers({":path": "/"})
     failed.pending_grpc_calls[0].fail(14, "no healthy upstream")
-    assert failed.logs_at("info")[-2:] == ["closed=14", "no healthy upstream"]
+    assert failed.logs_at("info")[-3:] == ["closed=14", "closed_token=5", "no healthy upstream"]
 
 
 # -- shared data and queues --------------------------------------------------------------------------

@@ -93,6 +93,7 @@ class Plugin:
         shared_queues: SharedQueues | None = None,
         clusters: Iterable[str] | None = None,
         foreign_functions: Mapping[str, Callable[[bytes], bytes]] | None = None,
+        filter_state_keys: Iterable[str] | None = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         fuel_limit: int | None = None,
         deadline: float | None = DEFAULT_DEADLINE,
@@ -120,6 +121,7 @@ class Plugin:
             shared_queues=shared_queues,
             clusters=clusters,
             foreign_functions=foreign_functions,
+            filter_state_keys=filter_state_keys,
             properties=make_properties(properties),
             attributes=attributes,
             memory_limit=memory_limit,
@@ -154,7 +156,7 @@ class Plugin:
         ``path`` may also be the module's bytes. ``config`` (plugin configuration) and
         ``vm_config`` given as dict or list are sent as JSON. Options: ``root_id``,
         ``vm_id``, ``name``, ``strict``, ``log_level``, ``env``, ``shared_data``,
-        ``shared_queues``, ``clusters``, ``foreign_functions``, ``memory_limit`` (bytes),
+        ``shared_queues``, ``clusters``, ``foreign_functions``, ``filter_state_keys``, ``memory_limit`` (bytes),
         ``fuel_limit`` (instructions per callback), ``deadline`` (seconds per callback),
         ``attributes``, ``http_responder``.
         """

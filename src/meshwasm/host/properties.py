@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from meshwasm.host.abi import MapType, serialize_pairs
+from meshwasm.host.protowire import length_field, varint
 
 if TYPE_CHECKING:
     from meshwasm.host.stream import HttpStream
@@ -117,41 +118,25 @@ def walk(value: Any, rest: Sequence[str]) -> Any:
 # -- protobuf encoding for the xds.node message --------------------------------------------------
 
 
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = n & 0x7F
-        n >>= 7
-        if n:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
 def _struct_value(value: Any) -> bytes:
     """google.protobuf.Value."""
     if value is None:
-        return _varint(1 << 3) + _varint(0)
+        return varint(1 << 3) + varint(0)
     if isinstance(value, bool):
-        return _varint(4 << 3) + _varint(int(value))
+        return varint(4 << 3) + varint(int(value))
     if isinstance(value, (int, float)):
-        return _varint(2 << 3 | 1) + struct.pack("<d", float(value))
+        return varint(2 << 3 | 1) + struct.pack("<d", float(value))
     if isinstance(value, str):
-        return _field(3, value.encode())
+        return length_field(3, value.encode())
     if isinstance(value, Mapping):
-        return _field(5, _struct(value))
-    return _field(6, b"".join(_field(1, _struct_value(item)) for item in value))
+        return length_field(5, _struct(value))
+    return length_field(6, b"".join(length_field(1, _struct_value(item)) for item in value))
 
 
 def _struct(fields: Mapping[str, Any]) -> bytes:
     """google.protobuf.Struct: map<string, Value> fields = 1."""
     return b"".join(
-        _field(1, _field(1, key.encode()) + _field(2, _struct_value(value))) for key, value in fields.items()
+        length_field(1, length_field(1, key.encode()) + length_field(2, _struct_value(value))) for key, value in fields.items()
     )
 
 
@@ -159,11 +144,11 @@ def node_message(node_id: str, cluster: str, metadata: Mapping[str, Any]) -> Mes
     """envoy.config.core.v3.Node with id (1), cluster (2) and metadata (3, a Struct)."""
     encoded = b""
     if node_id:
-        encoded += _field(1, node_id.encode())
+        encoded += length_field(1, node_id.encode())
     if cluster:
-        encoded += _field(2, cluster.encode())
+        encoded += length_field(2, cluster.encode())
     if metadata:
-        encoded += _field(3, _struct(metadata))
+        encoded += length_field(3, _struct(metadata))
     return Message({"id": node_id, "cluster": cluster, "metadata": dict(metadata)}, encoded)
 
 
@@ -207,6 +192,8 @@ class Attributes:
             return _request(stream, self.protocol)
         elif name == "response":
             return _response(stream)
+        if name == "filter_state":
+            return {key: value for key, (value, _) in stream.filter_state.items()}
         if name == "source":
             return {"address": f"{self.source_address}:{self.source_port}", "port": self.source_port}
         if name == "destination":

@@ -21,12 +21,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from meshwasm.host.abi import BufferType, LogLevel, MapType, MetricType, Status
 from meshwasm.host.errors import LifecycleError, ResourceLimitError
+from meshwasm.host.expressions import ExpressionTable
 from meshwasm.host.headers import HeaderMap, HeadersLike
 from meshwasm.host.memory import GuestMemory
 from meshwasm.host.properties import Attributes, encode_property, property_path
 from meshwasm.host.shared import SharedData, SharedQueue, SharedQueues
 
 if TYPE_CHECKING:
+    from meshwasm.host.foreign import Declaration
     from meshwasm.host.stream import HttpStream
     from meshwasm.host.tcp import TcpStream
 
@@ -183,6 +185,7 @@ class VmState:
         shared_queues: SharedQueues | None = None,
         clusters: Iterable[str] | None = None,
         foreign_functions: Mapping[str, Callable[[bytes], bytes]] | None = None,
+        filter_state_keys: Iterable[str] | None = None,
         properties: Mapping[tuple[str, ...], bytes] | None = None,
         attributes: Attributes | None = None,
         memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
@@ -201,6 +204,9 @@ class VmState:
         self.shared_queues = shared_queues if shared_queues is not None else SharedQueues()
         self.clusters = set(clusters) if clusters is not None else None
         self.foreign_functions = dict(foreign_functions or {})
+        self.filter_state_keys = frozenset(filter_state_keys or ())
+        self.declarations: dict[int, dict[str, Declaration]] = {}  # declare_property, per context
+        self.expressions = ExpressionTable()  # expr_create's, on the root context
         self.properties: dict[tuple[str, ...], bytes] = dict(properties or {})
         self.attributes = attributes or Attributes()
         self.memory_limit = memory_limit
@@ -443,9 +449,49 @@ class VmState:
         if stream is None:
             return Status.NOT_FOUND  # Envoy: no stream info on the root context
         previous = stream.properties.get(path)
+        # Envoy follows what the root context declared (declare_property): readonly is set once.
+        declared = self.declarations.get(ROOT_CONTEXT_ID, {}).get("\0".join(path))
+        if declared is not None and declared.readonly and previous is not None:
+            return Status.BAD_ARGUMENT
         self.host_bytes += len(value) - (len(previous) if previous is not None else 0)
         stream.properties[path] = value
         return Status.OK
+
+    def attribute_value(self, name: str) -> Any:
+        """A top-level identifier as Envoy's CEL activation resolves it for the current context
+        (None: not defined): the attributes, the plugin's names, properties the plugin set and
+        properties the test gave (paths merged into their attribute)."""
+        stream: HttpStream | TcpStream | None = self.stream() or self.connection()
+        if stream is not None and (name,) in stream.properties:
+            value = stream.properties[(name,)]
+            declared = self.declarations.get(ROOT_CONTEXT_ID, {}).get(name)
+            return value.decode(errors="replace") if declared is not None and declared.type == 1 else value
+        builtins = {"plugin_name": self.name, "plugin_root_id": self.root_id, "plugin_vm_id": self.vm_id}
+        if name in builtins:
+            return builtins[name]
+        value = self.attributes.top_level(name, stream)
+        for path, given in self.properties.items():
+            if path[0] != name:
+                continue
+            if len(path) == 1:
+                value = given
+                continue
+            value = dict(value) if isinstance(value, Mapping) else {}
+            node = value
+            for part in path[1:-1]:
+                child = node.get(part)
+                node[part] = dict(child) if isinstance(child, Mapping) else {}
+                node = node[part]
+            node[path[-1]] = given
+        return value
+
+    def property_names(self) -> list[str]:
+        """Identifiers the plugin or the test defined beyond Envoy's attributes."""
+        stream: HttpStream | TcpStream | None = self.stream() or self.connection()
+        names = [path[0] for path in self.properties]
+        if stream is not None:
+            names += [path[0] for path in stream.properties if len(path) == 1]
+        return names
 
     # -- metrics --------------------------------------------------------------------------------------
     def define_metric(self, metric_type: MetricType, name: str) -> int:

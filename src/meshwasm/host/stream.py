@@ -61,6 +61,8 @@ class HttpStream:
         self.done = False
         self.phase = "created"
         self.properties: dict[tuple[str, ...], bytes] = {}
+        self.filter_state: dict[str, tuple[bytes, int]] = {}  # set_envoy_filter_state: value, life span
+        self.route_cache_cleared = 0  # clear_route_cache calls
         self._maps: set[MapType] = set()
         self._readable_all = False
         self._forwarded = {REQUEST: b"", RESPONSE: b""}

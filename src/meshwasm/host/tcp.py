@@ -48,6 +48,8 @@ class TcpStream:
         self.id = context_id
         self.started_ns = state.now()
         self.properties: dict[tuple[str, ...], bytes] = {}
+        self.filter_state: dict[str, tuple[bytes, int]] = {}  # set_envoy_filter_state: value, life span
+        self.route_cache_cleared = 0  # clear_route_cache calls
         self.new_connection_action: Action | int = Action.CONTINUE
         self.to_upstream = b""  # what the plugin let through from the client toward the upstream
         self.to_downstream = b""  # what it let through from the upstream toward the client
