@@ -413,6 +413,7 @@ def test_maps_outside_their_callbacks_as_in_envoy(diff, sdk_examples_wasm):
     )
     stream.send_request_body(b"x", end_of_stream=False)
     stream.send_request_body(b"", end_of_stream=True)
+    stream.send_response_headers({":status": "200", "content-type": "application/json"})
     stream.complete()
     envoy = [m for m in messages(diff.wait_envoy_log(root_id, "maps done")) if " in body: " in m]
     assert [m for m in plugin.logs_at("info") if " in body: " in m] == envoy
@@ -421,6 +422,10 @@ def test_maps_outside_their_callbacks_as_in_envoy(diff, sdk_examples_wasm):
         'request header in body: "", error status returned by host: bad argument',
         "response headers in body: 0 pairs, error status returned by host: not found",
     ]
+    # Writing the request body once it has gone on: Envoy answers BadArgument.
+    written = [m for m in messages(diff.envoy_logs(root_id)) if m.startswith("request body written")]
+    assert [m for m in plugin.logs_at("info") if m.startswith("request body written")] == written
+    assert written == ["request body written in response headers: error status returned by host: bad argument"]
 
 
 @pytest.mark.parametrize("cluster", ["httpbin", "no_such_cluster"])

@@ -395,9 +395,10 @@ class VmState:
                 data = stream.body("request" if kind == BufferType.HTTP_REQUEST_BODY else "response")
             if data is not None:
                 return data
-            # Envoy keeps a wrapper around a missing body: reads see it empty (Ok), writes get NotFound.
+            # Envoy keeps a wrapper around a missing body: reads see it empty (Ok), writes get
+            # BadArgument (checked against Envoy).
             if write:
-                return refuse(call, Status.NOT_FOUND, f"{kind.name} cannot be written outside its callback")
+                return refuse(call, Status.BAD_ARGUMENT, f"{kind.name} cannot be written outside its callback")
             refuse(call, Status.OK, f"{kind.name} read outside its callback: Envoy hands over nothing")
             return b"" if record else Status.NOT_FOUND
         if kind in (BufferType.DOWNSTREAM_DATA, BufferType.UPSTREAM_DATA):
