@@ -428,6 +428,49 @@ def test_maps_outside_their_callbacks_as_in_envoy(diff, sdk_examples_wasm):
     assert written == ["request body written in response headers: error status returned by host: bad argument"]
 
 
+@pytest.mark.parametrize(
+    ("phase", "body", "content_type"),
+    [
+        ("request", "", None),
+        ("request", "denied", None),
+        ("request", "{}", "application/json"),
+        ("response", "late", None),
+        ("response", "late", "application/json"),
+    ],
+)
+def test_local_reply_as_in_envoy(diff, sdk_examples_wasm, phase, body, content_type):
+    """A local reply from the request headers callback goes through the plugin's own response
+    callbacks (which see its headers, body and response.code, and can add a header); one from
+    the response headers callback replaces the upstream's response with its status and headers
+    only (Envoy sends neither body), and no response callback runs after it."""
+    root_id = f"probe/{next_name()}"
+    port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
+    plugin = Plugin.load(sdk_examples_wasm, root_id=root_id)
+    headers = [("x-probe", "local_reply"), ("x-local-phase", phase), ("x-local-body", body)]
+    if content_type is not None:
+        headers.append(("x-local-content-type", content_type))
+    request = Request(path="/get", headers=headers)
+    by_envoy = diff.via_envoy(port, request)
+    by_host = diff.via_host(plugin, request)
+    assert by_envoy.status == by_host.status == 418
+    assert by_envoy.body == by_host.body == (body.encode() if phase == "request" else b"")
+    # Envoy's HTTP/1 codec adds content-length: 0 to a reply without a body, after the filters
+    # (the plugin's log shows no such header).
+    compared = ("x-local", "x-seen-by", "content-type") + (("content-length",) if by_envoy.body else ())
+    for name in compared:
+        assert by_host.headers.get_all(name) == by_envoy.headers.get_all(name), name
+
+    def seen(lines: list[str]) -> list[str]:
+        # Before a reply from the response phase, the plugin sees httpbin's own headers (a date,
+        # a length that counts the client's headers): only how it saw them is compared.
+        if phase == "response":
+            lines = [m.split("): ")[0] if m.startswith("response headers (") else m for m in lines]
+        return [m for m in lines if not m.startswith("start ")]
+
+    envoy = seen(messages(diff.wait_envoy_log(root_id, "local_reply done")))
+    assert seen(plugin.logs_at("info")) == envoy
+
+
 @pytest.mark.parametrize("cluster", ["httpbin", "no_such_cluster"])
 def test_grpc_dispatch_statuses_as_in_envoy(diff, host_wat_modules, cluster):
     wasm = host_wat_modules["grpc"]

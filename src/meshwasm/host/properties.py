@@ -275,15 +275,18 @@ def _request(stream: HttpStream, protocol: str) -> dict[str, Any]:
 def _response(stream: HttpStream) -> dict[str, Any] | None:
     local = stream.local_response
     if local is not None:
+        # The response's headers map once there is one (a local reply through the response
+        # callbacks, or the upstream's a later local reply left as it was), else the reply's own.
+        shown = stream.header_map(MapType.RESPONSE_HEADERS, write=False)
         return {
             "code": local.status,
             "code_details": local.details,
-            "headers": _headers(local.headers.pairs()),
+            "headers": _headers((shown if shown is not None else local.headers).pairs()),
         }
     status = stream.response_headers.first(":status")
     if status is None:
         return None
-    response: dict[str, Any] = {}
+    response: dict[str, Any] = {"code_details": "via_upstream"}  # Envoy's router's details
     if status.isdigit():
         response["code"] = int(status)
     headers = stream.header_map(MapType.RESPONSE_HEADERS, write=False)

@@ -69,6 +69,9 @@ class HttpStream:
         self._body: dict[str, bytes | None] = {REQUEST: None, RESPONSE: None}
         self._held = {REQUEST: b"", RESPONSE: b""}  # kept by Envoy (watermark) but not shown
         self._buffering = {REQUEST: False, RESPONSE: False}
+        self._response_started = False  # response headers reached the plugin (or a local reply went out)
+        self._in_local_reply = False  # the local reply is going through the response callbacks
+        self._sent_headers: HeaderMap | None = None  # a local reply's, sent instead of the response's
 
     # -- what the plugin left --------------------------------------------------------------------
     @property
@@ -80,6 +83,12 @@ class HttpStream:
     def response_body(self) -> bytes:
         return self._forwarded[RESPONSE] + self._held[RESPONSE] + (self._body[RESPONSE] or b"")
 
+    @property
+    def sent_response_headers(self) -> HeaderMap:
+        """The response headers the client gets: the response's, or those of a local reply sent
+        once the response had started (which leaves the response's own map as it was)."""
+        return self._sent_headers if self._sent_headers is not None else self.response_headers
+
     # -- driving the stream ----------------------------------------------------------------------------
     def send_request_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int:
         self.request_headers = HeaderMap(headers)
@@ -87,6 +96,7 @@ class HttpStream:
             return self._headers(REQUEST, MapType.REQUEST_HEADERS, self.request_headers, end_of_stream)
 
     def send_response_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int:
+        self._response_started = True
         self.response_headers = HeaderMap(headers)
         with self.state.dispatcher.step():
             return self._headers(RESPONSE, MapType.RESPONSE_HEADERS, self.response_headers, end_of_stream)
@@ -172,21 +182,53 @@ class HttpStream:
     def send_local_response(
         self, *, status: int, body: bytes, headers: HeaderMap, details: str, grpc_status: int
     ) -> None:
-        self.local_response = LocalResponse(status, body, headers, details, grpc_status)
+        """proxy_send_local_response: Envoy sends the reply after the callback. Before the
+        response started it goes through the filter chain, this plugin's response callbacks
+        included (on_response_headers, then on_response_body when there is a body); once the
+        upstream's response headers are being handled, its status and headers go out instead of
+        them and neither its body nor the upstream's does, while the stream's response headers
+        (the map on_log reads, response.headers) stay the upstream's (checked against Envoy
+        1.40). Either way the plugin's callbacks for the rest of the exchange do not run."""
+        local = LocalResponse(status, body, headers, details, grpc_status)
+        self.local_response = local
         self._maps = set()
         self._body = {REQUEST: None, RESPONSE: None}
         self._held = {REQUEST: b"", RESPONSE: b""}
+        self._forwarded[RESPONSE] = b""
+        if self._response_started:
+            self._sent_headers = _local_reply_headers(local, with_body=False)
+        else:
+            self._response_started = True
+            self.state.dispatcher.post(self.state, lambda: self._local_reply_through_filters(local))
+
+    def _local_reply_through_filters(self, local: LocalResponse) -> None:
+        if self.done or self.local_response is not local:
+            return
+        self.response_headers = _local_reply_headers(local, with_body=True)
+        self._in_local_reply = True
+        try:
+            self._headers(RESPONSE, MapType.RESPONSE_HEADERS, self.response_headers, not local.body)
+            if local.body and not self.done:
+                self._on_body(RESPONSE, local.body, True)
+        finally:
+            self._in_local_reply = False
 
     # -- internals -------------------------------------------------------------------------------------
     def _check_open(self) -> None:
         if self.done:
             raise PluginError(f"stream {self.id} is complete; start a new one with plugin.http_stream()")
 
+    def _replied_locally(self) -> bool:
+        """A local reply ended the exchange: what the test sends on reaches no callback."""
+        return self.local_response is not None and not self._in_local_reply
+
     def _headers(
         self, direction: str, kind: MapType, headers: HeaderMap, end_of_stream: bool
     ) -> Action | int:
         if self.done:
             self._check_open()
+        if self._replied_locally():
+            return Action.CONTINUE
         callback = _HEADERS[direction]
         self.phase = callback[6:]
         self._maps.add(kind)
@@ -196,6 +238,8 @@ class HttpStream:
 
     def _trailers(self, direction: str, kind: MapType, trailers: HeaderMap) -> Action | int:
         self._check_open()
+        if self._replied_locally():
+            return Action.CONTINUE
         callback = _TRAILERS[direction]
         self.phase = callback[6:]
         self._maps.add(kind)
@@ -208,6 +252,8 @@ class HttpStream:
         held back plus the chunk; after StopIterationAndWatermark Envoy keeps the earlier
         chunks but shows only the new one; StopIterationNoBuffer drops the chunk."""
         self._check_open()
+        if self._replied_locally():
+            return Action.CONTINUE
         chunk = body.encode() if isinstance(body, str) else bytes(body)
         if self._buffering[direction]:
             self._body[direction] = (self._body[direction] or b"") + chunk
@@ -218,7 +264,7 @@ class HttpStream:
         self.phase = callback[6:]
         size = len(self._body[direction] or b"")
         action = self.state.call(callback, self.id, size, int(end_of_stream))
-        if self.local_response is None:
+        if not self._replied_locally():
             if action == _DATA_STOP_NO_BUFFER:
                 self._body[direction] = None
             self._buffering[direction] = action == _DATA_STOP_AND_BUFFER
@@ -226,7 +272,7 @@ class HttpStream:
         return _action(action)
 
     def _after(self, direction: str, action: int) -> None:
-        if action == 0 and self.local_response is None:
+        if action == 0 and not self._replied_locally():
             self.resume(direction, phase=_AFTER[direction])
         elif direction == REQUEST:
             self.request_paused = True
@@ -237,6 +283,19 @@ class HttpStream:
 
     def __repr__(self) -> str:
         return f"HttpStream(id={self.id}, phase={self.phase!r})"
+
+
+def _local_reply_headers(local: LocalResponse, *, with_body: bool) -> HeaderMap:
+    """The response headers of Envoy's local reply: :status, the plugin's headers, then (with a
+    body sent) its content-length and, unless the plugin gave one, content-type text/plain."""
+    headers = HeaderMap([(":status", str(local.status))])
+    for name, value in local.headers.pairs():
+        headers.add(name, value)
+    if with_body and local.body:
+        headers.set("content-length", str(len(local.body)))
+        if headers.first("content-type") is None:
+            headers.add("content-type", "text/plain")
+    return headers
 
 
 _ACTIONS: dict[int, Action] = {int(action): action for action in Action}
