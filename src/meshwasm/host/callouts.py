@@ -162,8 +162,10 @@ class PendingGrpcCall:
         initial_metadata: HeaderMap,
         request: bytes = b"",
         timeout_ms: int = 0,
+        cluster: str | None = None,
     ):
         self._state = state
+        self._cluster = cluster
         self.token = token
         self.kind = kind
         self.service = service
@@ -180,7 +182,17 @@ class PendingGrpcCall:
 
     @property
     def cluster(self) -> str:
+        """The cluster the call goes to: the service as given, or the cluster a serialized
+        ``GrpcService`` names (``envoy_grpc.cluster_name``)."""
+        if self._cluster is not None:
+            return self._cluster
         return self.service.decode("utf-8", errors="replace")
+
+    def unavailable(self) -> None:
+        """Envoy's gRPC client found no such cluster: it closes the call with Unavailable
+        ("Cluster not available") after the callback that started it."""
+        self._finish()
+        self._deliver_close(14, "Cluster not available")
 
     # -- unary calls ------------------------------------------------------------------------------
     def respond(self, message: bytes | str) -> None:

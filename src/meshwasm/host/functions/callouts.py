@@ -4,10 +4,12 @@ objects a test answers them with."""
 
 from __future__ import annotations
 
+from meshwasm.host import protowire
 from meshwasm.host.abi import Status
 from meshwasm.host.callouts import PendingGrpcCall, PendingHttpCall
 from meshwasm.host.functions import host_function
 from meshwasm.host.functions.headers import read_pairs
+from meshwasm.host.protowire import WireError
 from meshwasm.host.state import VmState
 
 
@@ -77,10 +79,25 @@ def _grpc(
     timeout_ms: int = 0,
     token_ptr: int,
 ) -> int:
-    # Envoy: a service that is a cluster name Envoy does not know answers ParseFailure.
-    if not vm.cluster_known(service.decode("utf-8", errors="surrogateescape")):
-        return Status.PARSE_FAILURE
+    # Envoy first parses the service as a serialized envoy.config.core.v3.GrpcService; bytes that
+    # do not parse are a cluster name, and a cluster name Envoy does not know answers ParseFailure.
+    try:
+        grpc_service: protowire.Message | None = protowire.parse(service, _GRPC_SERVICE)
+    except WireError:
+        grpc_service = None
     initial_metadata = read_pairs(vm, *metadata, call)
+    if grpc_service is None:
+        cluster = service.decode("utf-8", errors="surrogateescape")
+        if not vm.cluster_known(cluster):
+            return Status.PARSE_FAILURE
+    else:
+        envoy_grpc = grpc_service.message(1)
+        if envoy_grpc is None:
+            # Google gRPC (or no target at all): the host has no client for it.
+            return Status.BAD_ARGUMENT
+        cluster = envoy_grpc.text(1)
+        for header in grpc_service.messages(5):  # the service's initial_metadata
+            initial_metadata.add(header.text(1), header.text(2))
     pending = PendingGrpcCall(
         vm,
         vm.next_grpc_id(stream=stream),
@@ -91,10 +108,22 @@ def _grpc(
         initial_metadata,
         request,
         timeout_ms,
+        cluster=cluster,
     )
+    if grpc_service is not None and not vm.cluster_known(cluster):
+        # Envoy's client starts, finds no such cluster and closes the call after this callback
+        # (Unavailable, "Cluster not available"); the plugin gets InternalFailure and no token.
+        vm.dispatcher.post(vm, pending.unavailable)
+        return Status.INTERNAL_FAILURE
     vm.mem.put_u32(token_ptr, pending.token)
     vm.pending_grpc_calls.append(pending)
     return Status.OK
+
+
+# envoy.config.core.v3.GrpcService: envoy_grpc (1) {cluster_name (1), authority (2)},
+# initial_metadata (5) {key (1), value (2)}.
+_HEADER_VALUE: protowire.Schema = {1: "string", 2: "string"}
+_GRPC_SERVICE: protowire.Schema = {1: {1: "string", 2: "string"}, 5: _HEADER_VALUE}
 
 
 @host_function("env.proxy_grpc_call")
