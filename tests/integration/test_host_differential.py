@@ -471,24 +471,25 @@ def test_local_reply_as_in_envoy(diff, sdk_examples_wasm, phase, body, content_t
     assert seen(plugin.logs_at("info")) == envoy
 
 
-@pytest.mark.parametrize("proto", [False, True], ids=["cluster_name", "grpc_service"])
+@pytest.mark.parametrize("proto", ["", "envoy", "google"], ids=["cluster_name", "envoy_grpc", "google_grpc"])
 @pytest.mark.parametrize("cluster", ["httpbin", "no_such_cluster"])
 def test_grpc_dispatch_statuses_as_in_envoy(diff, host_wat_modules, cluster, proto):
     """The service as a cluster name (an unknown one answers ParseFailure) or as a serialized
-    GrpcService (an unknown cluster answers InternalFailure, then closes with Unavailable)."""
+    GrpcService: envoy_grpc (an unknown cluster answers InternalFailure, then closes with
+    Unavailable) or google_grpc (Envoy's Google gRPC client takes any target: Ok)."""
     wasm = host_wat_modules["grpc"]
     root_id = f"grpc/{next_name()}"
     port = diff.serve(wasm, root_id=root_id, vm_id=f"grpc-{next_name()}")
     plugin = Plugin.load(wasm, root_id=root_id, clusters=["httpbin"])
-    headers = [("x-grpc-cluster", cluster)] + ([("x-grpc-proto", "1")] if proto else [])
+    headers = [("x-grpc-cluster", cluster)] + ([("x-grpc-proto", proto)] if proto else [])
     request = Request(path="/get", headers=headers)
     diff.via_envoy(port, request)
     diff.via_host(plugin, request)
     dispatch = ("grpc_", "call_token", "stream_token", "send_on_call", "close_", "cancel_")
     envoy = [m for m in messages(diff.wait_envoy_log(root_id, "cancel_http_id=2")) if m.startswith(dispatch)]
     assert [m for m in plugin.logs_at("info") if m.startswith(dispatch)] == envoy
-    assert len(envoy) == (9 if cluster == "httpbin" else 5)
-    if proto and cluster == "no_such_cluster":
+    assert len(envoy) == (9 if cluster == "httpbin" or proto == "google" else 5)
+    if proto == "envoy" and cluster == "no_such_cluster":
         # No token reached the plugin, yet Envoy's client closes each call it started (Unavailable,
         # "Cluster not available"): the whole log, close callbacks included, is the same.
         envoy_all = messages(diff.wait_envoy_log(root_id, "Cluster not available", count=2))

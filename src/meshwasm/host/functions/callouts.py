@@ -86,18 +86,18 @@ def _grpc(
     except WireError:
         grpc_service = None
     initial_metadata = read_pairs(vm, *metadata, call)
+    google = False  # Envoy's Google gRPC client dials the target itself: no cluster to look up
     if grpc_service is None:
         cluster = service.decode("utf-8", errors="surrogateescape")
         if not vm.cluster_known(cluster):
             return Status.PARSE_FAILURE
     else:
-        envoy_grpc = grpc_service.message(1)
-        if envoy_grpc is None:
-            # Google gRPC (or no target at all): the host has no client for it.
-            return Status.BAD_ARGUMENT
-        cluster = envoy_grpc.text(1)
-        for header in grpc_service.messages(5):  # the service's initial_metadata
-            initial_metadata.add(header.text(1), header.text(2))
+        # envoy_grpc names a cluster; google_grpc a target (Envoy answers Ok whatever it is).
+        # Either way the call waits for the test to answer it.
+        envoy_grpc, google_grpc = grpc_service.message(1), grpc_service.message(2)
+        google = envoy_grpc is None and google_grpc is not None
+        target = google_grpc if google else envoy_grpc
+        cluster = target.text(1) if target is not None else ""
     pending = PendingGrpcCall(
         vm,
         vm.next_grpc_id(stream=stream),
@@ -110,7 +110,7 @@ def _grpc(
         timeout_ms,
         cluster=cluster,
     )
-    if grpc_service is not None and not vm.cluster_known(cluster):
+    if grpc_service is not None and not google and not vm.cluster_known(cluster):
         # Envoy's client starts, finds no such cluster and closes the call after this callback
         # (Unavailable, "Cluster not available"); the plugin gets InternalFailure and no token.
         vm.dispatcher.post(vm, pending.unavailable)
@@ -121,9 +121,8 @@ def _grpc(
 
 
 # envoy.config.core.v3.GrpcService: envoy_grpc (1) {cluster_name (1), authority (2)},
-# initial_metadata (5) {key (1), value (2)}.
-_HEADER_VALUE: protowire.Schema = {1: "string", 2: "string"}
-_GRPC_SERVICE: protowire.Schema = {1: {1: "string", 2: "string"}, 5: _HEADER_VALUE}
+# google_grpc (2) {target_uri (1)}. (Its initial_metadata is not added to the call's: unchecked.)
+_GRPC_SERVICE: protowire.Schema = {1: {1: "string", 2: "string"}, 2: {1: "string"}}
 
 
 @host_function("env.proxy_grpc_call")
