@@ -316,7 +316,9 @@ def test_network_filter(diff, corpus_module, variant):
     # first only, so the lines do not depend on it.
     assert envoy_logs == wanted
     assert plugin.logs_at("info") == wanted
-    assert connection.to_upstream.startswith(b"GET /anything/l4 HTTP/1.1\r\nx-wasm-l4: 3\r\nHost: l4.example\r\n")
+    assert connection.to_upstream.startswith(
+        b"GET /anything/l4 HTTP/1.1\r\nx-wasm-l4: 3\r\nHost: l4.example\r\n"
+    )
     assert connection.to_downstream == by_host.received
 
 
@@ -343,4 +345,8 @@ def test_network_filter_closes_the_connection(diff, corpus_module, variant):
         "connection deleted after downstream callbacks: 1",
     ]
     assert envoy_logs[5:] == plugin.logs_at("info")[5:] == wanted
-    assert (connection.closed, connection.closed_by_plugin, connection.to_upstream) == (PeerType.LOCAL, True, b"")
+    assert (connection.closed, connection.closed_by_plugin, connection.to_upstream) == (
+        PeerType.LOCAL,
+        True,
+        b"",
+    )

@@ -382,15 +382,22 @@ def test_network(diff, sdk_examples_wasm):
     upstream for real."""
     root_id = f"network/{next_name()}"
     port, cluster = diff.serve_network(
-        sdk_examples_wasm, root_id=root_id, vm_id=root_id.replace("/", "-"), cluster_metadata={"location": LOCATION}
+        sdk_examples_wasm,
+        root_id=root_id,
+        vm_id=root_id.replace("/", "-"),
+        cluster_metadata={"location": LOCATION},
     )
-    request = [b"GET /get HTTP/1.1\r\nHost: l4.example\r\nThis-Is-Key: this-is-value\r\nConnection: close\r\n\r\n"]
+    request = [
+        b"GET /get HTTP/1.1\r\nHost: l4.example\r\nThis-Is-Key: this-is-value\r\nConnection: close\r\n\r\n"
+    ]
     by_envoy = diff.tcp_via_envoy(port, request)
     envoy_logs = messages(diff.wait_envoy_log(root_id, "connection complete!"))
     assert diff.envoy.process.log_lines("This-Is-Key: this-is-value")  # the downstream bytes, logged
 
     # The host has no cluster: the test gives the TCP proxy's cluster name and metadata.
-    metadata = {("xds", "cluster_metadata", "filter_metadata", "location", key): v for key, v in LOCATION.items()}
+    metadata = {
+        ("xds", "cluster_metadata", "filter_metadata", "location", key): v for key, v in LOCATION.items()
+    }
     plugin = Plugin.load(
         sdk_examples_wasm, root_id=root_id, properties=metadata, attributes=Attributes(cluster_name=cluster)
     )
@@ -407,4 +414,5 @@ def test_network(diff, sdk_examples_wasm):
         assert sum(sizes) == len(outcome.received), side
     assert len(by_envoy.received) == len(by_host.received)  # the same answer from httpbin, byte for byte
     assert "This-Is-Key: this-is-value" in plugin.logs_at("info")[2]
-    assert connection.done and connection.upstream_closed
+    assert connection.done
+    assert connection.upstream_closed

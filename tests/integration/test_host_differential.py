@@ -425,7 +425,9 @@ def test_maps_outside_their_callbacks_as_in_envoy(diff, sdk_examples_wasm):
     # Writing the request body once it has gone on: Envoy answers BadArgument.
     written = [m for m in messages(diff.envoy_logs(root_id)) if m.startswith("request body written")]
     assert [m for m in plugin.logs_at("info") if m.startswith("request body written")] == written
-    assert written == ["request body written in response headers: error status returned by host: bad argument"]
+    assert written == [
+        "request body written in response headers: error status returned by host: bad argument"
+    ]
 
 
 @pytest.mark.parametrize(

@@ -33,15 +33,21 @@ EC_SIGNATURE = EC_KEY.sign(TEXT, ec.ECDSA(hashes.SHA256()))
 
 
 def public_der(key) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def public_pem(key) -> bytes:
-    return key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
 
 
 def private_der(key) -> bytes:
-    return key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def private_pem(key, form=serialization.PrivateFormat.PKCS8) -> bytes:
@@ -64,7 +70,11 @@ def sign(hash_function: str, *, der=b"", pem=b"") -> bytes:
 
 
 def declare(name: str, *, readonly: bool = False, kind: int = 0) -> bytes:
-    return length_field(1, name) + (varint_field(2, 1) if readonly else b"") + (varint_field(3, kind) if kind else b"")
+    return (
+        length_field(1, name)
+        + (varint_field(2, 1) if readonly else b"")
+        + (varint_field(3, kind) if kind else b"")
+    )
 
 
 def token(n: int) -> bytes:
@@ -104,17 +114,33 @@ GROUPS: dict[str, list[Call]] = {
         Call("set_envoy_filter_state", filter_state("envoy.network.application_protocols", "h2,http/1.1")),
         Call("set_envoy_filter_state", filter_state("envoy.network.upstream_subject_alt_names", "a,b")),
         Call("set_envoy_filter_state", filter_state("envoy.hashable_string", "x")),
-        Call("set_envoy_filter_state", filter_state("envoy.network.transport_socket.original_dst_address", "127.0.0.1:80")),
-        Call("set_envoy_filter_state", filter_state("envoy.network.transport_socket.original_dst_address", "bad")),
-        Call("set_envoy_filter_state", filter_state("envoy.filters.listener.original_dst.local_ip", "127.0.0.1")),
-        Call("set_envoy_filter_state", filter_state("envoy.filters.listener.original_dst.local_ip", "127.0.0.1:80")),
+        Call(
+            "set_envoy_filter_state",
+            filter_state("envoy.network.transport_socket.original_dst_address", "127.0.0.1:80"),
+        ),
+        Call(
+            "set_envoy_filter_state",
+            filter_state("envoy.network.transport_socket.original_dst_address", "bad"),
+        ),
+        Call(
+            "set_envoy_filter_state",
+            filter_state("envoy.filters.listener.original_dst.local_ip", "127.0.0.1"),
+        ),
+        Call(
+            "set_envoy_filter_state",
+            filter_state("envoy.filters.listener.original_dst.local_ip", "127.0.0.1:80"),
+        ),
         Call("set_envoy_filter_state", filter_state("envoy.network.ip", "127.0.0.1")),
         Call("set_envoy_filter_state", filter_state("envoy.network.ip", "bad")),
-        Call("set_envoy_filter_state", filter_state("envoy.tcp_proxy.per_connection_idle_timeout_ms", "1000")),
+        Call(
+            "set_envoy_filter_state", filter_state("envoy.tcp_proxy.per_connection_idle_timeout_ms", "1000")
+        ),
         Call("set_envoy_filter_state", filter_state("envoy.string", "")),
         Call("set_envoy_filter_state", b"\xff"),  # not a message
         Call("set_envoy_filter_state", filter_state("envoy.string", b"\x80")),  # a string field, not UTF-8
-        Call("set_envoy_filter_state", filter_state("envoy.string", "x", span=2)),  # another life span: ignored
+        Call(
+            "set_envoy_filter_state", filter_state("envoy.string", "x", span=2)
+        ),  # another life span: ignored
         Call("set_envoy_filter_state", b""),
     ],
     "verify_signature": [
@@ -123,7 +149,10 @@ GROUPS: dict[str, list[Call]] = {
         Call("verify_signature", verify("SHA256", RSA_SIGNATURE, pem=public_pem(RSA_KEY))),
         Call("verify_signature", verify("sha256", RSA_SIGNATURE, b"other text", der=public_der(RSA_KEY))),
         Call("verify_signature", verify("md5", RSA_SIGNATURE, der=public_der(RSA_KEY))),
-        Call("verify_signature", verify("sha256", RSA_SIGNATURE, der=public_der(RSA_KEY), pem=public_pem(RSA_KEY))),
+        Call(
+            "verify_signature",
+            verify("sha256", RSA_SIGNATURE, der=public_der(RSA_KEY), pem=public_pem(RSA_KEY)),
+        ),
         Call("verify_signature", verify("sha256", RSA_SIGNATURE, der=b"garbage")),
         Call("verify_signature", verify("md5", RSA_SIGNATURE, der=b"garbage")),
         Call("verify_signature", verify("sha256", RSA_SIGNATURE, pem=b"garbage")),
@@ -134,7 +163,9 @@ GROUPS: dict[str, list[Call]] = {
         Call("sign"),
         Call("sign", sign("sha256", der=private_der(RSA_KEY))),
         Call("sign", sign("sha256", pem=private_pem(RSA_KEY))),
-        Call("sign", sign("sha256", pem=private_pem(RSA_KEY, serialization.PrivateFormat.TraditionalOpenSSL))),
+        Call(
+            "sign", sign("sha256", pem=private_pem(RSA_KEY, serialization.PrivateFormat.TraditionalOpenSSL))
+        ),
         Call("sign", sign("md5", der=private_der(RSA_KEY))),
         Call("sign", sign("sha256", der=b"junk")),
         Call("sign", sign("md5", der=b"junk")),
@@ -185,14 +216,21 @@ GROUPS: dict[str, list[Call]] = {
         Call("expr_evaluate", token(16)),
     ],
 }
-PATHS = "filter_state/envoy.string,filter_state/envoy.tcp_proxy.cluster,filter_state/envoy.upstream.dynamic_port"
+PATHS = (
+    "filter_state/envoy.string,filter_state/envoy.tcp_proxy.cluster,filter_state/envoy.upstream.dynamic_port"
+)
 # Declared on the root context when the plugin starts (its configuration), then used on a stream.
-ROOT_DECLARATIONS = [Call("declare_property", declare("ro_prop", readonly=True)), Call("declare_property", declare("rw_prop"))]
+ROOT_DECLARATIONS = [
+    Call("declare_property", declare("ro_prop", readonly=True)),
+    Call("declare_property", declare("rw_prop")),
+]
 STREAM_DECLARATIONS = [
     Call("declare_property", declare("decl_a")),
     Call("declare_property", declare("decl_a")),  # already declared on this context
     Call("declare_property", b"\xff"),
-    Call("declare_property", declare("decl_b", readonly=True, kind=1)),  # on the stream: set_property ignores it
+    Call(
+        "declare_property", declare("decl_b", readonly=True, kind=1)
+    ),  # on the stream: set_property ignores it
     Call("declare_property", b""),
 ]
 SETTINGS = "ro_prop=v1,ro_prop=v2,rw_prop=v1,rw_prop=v2,decl_b=1,decl_b=2"
@@ -238,7 +276,9 @@ def probe(diff, sdk_examples_wasm):
 def test_foreign_functions_as_in_envoy(diff, sdk_examples_wasm, probe, group):
     root_id, port = probe
     calls = GROUPS[group]
-    request = Request(path="/get", headers=[("x-probe", "foreign"), ("x-foreign", spec(calls)), ("x-paths", PATHS)])
+    request = Request(
+        path="/get", headers=[("x-probe", "foreign"), ("x-foreign", spec(calls)), ("x-paths", PATHS)]
+    )
     earlier = messages(diff.envoy_logs(root_id))
     assert diff.via_envoy(port, request).status == 200
     envoy = messages(diff.wait_envoy_log(root_id, "foreign done", count=earlier.count("foreign done") + 1))
@@ -255,7 +295,9 @@ def test_foreign_functions_as_in_envoy(diff, sdk_examples_wasm, probe, group):
 def test_declared_properties_as_in_envoy(diff, sdk_examples_wasm):
     root_id = f"probe/{next_name()}"
     config = spec(ROOT_DECLARATIONS)
-    port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples", config=config, virtual_hosts=OK_ROUTE)
+    port = diff.serve(
+        sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples", config=config, virtual_hosts=OK_ROUTE
+    )
     request = Request(
         path="/get",
         headers=[
@@ -275,8 +317,10 @@ def test_declared_properties_as_in_envoy(diff, sdk_examples_wasm):
     envoy_lines = [m for m in envoy if m.startswith(wanted[1:])]
     assert [m for m in host if m.startswith(wanted[1:])] == envoy_lines
     started = [m for m in host if m.startswith(wanted[0])]
-    assert started == [m for m in envoy if m.startswith(wanted[0])][: len(started)] == [
-        "start foreign declare_property: ok "
-    ] * len(ROOT_DECLARATIONS)
+    assert (
+        started
+        == [m for m in envoy if m.startswith(wanted[0])][: len(started)]
+        == ["start foreign declare_property: ok "] * len(ROOT_DECLARATIONS)
+    )
     assert "set ro_prop=v2: error status returned by host: bad argument" in envoy_lines  # readonly
     assert "foreign ro_prop=7631" in envoy_lines

@@ -1,9 +1,9 @@
 """A proxy-wasm host on wasmtime for unit-testing compiled plugins from Python.
 
 Public API (docs/host.md): :class:`Plugin`, :class:`HttpStream`, :class:`Action`,
-:class:`TcpStream`, :class:`HeaderMap`, :class:`LogLevel`, the errors, :class:`SharedData`, :class:`SharedQueues`,
-the callouts (:class:`PendingHttpCall`, :class:`PendingGrpcCall`, :class:`HttpResponse`,
-:func:`forward_to`), :class:`Attributes`, and the soak (:func:`soak`).
+:class:`TcpStream`, :class:`HeaderMap`, :class:`LogLevel`, the errors, :class:`SharedData`,
+:class:`SharedQueues`, the callouts (:class:`PendingHttpCall`, :class:`PendingGrpcCall`,
+:class:`HttpResponse`, :func:`forward_to`), :class:`Attributes`, and the soak (:func:`soak`).
 """
 
 from meshwasm.host.abi import Action, LogLevel, PeerType, Status
@@ -39,8 +39,8 @@ __all__ = [
     "LogLevel",
     "MissingImportError",
     "ModuleRejected",
-    "PendingGrpcCall",
     "PeerType",
+    "PendingGrpcCall",
     "PendingHttpCall",
     "Plugin",
     "PluginError",

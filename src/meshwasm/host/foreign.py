@@ -172,7 +172,7 @@ def declare_property(vm: VmState, argument: bytes) -> tuple[Status, bytes]:
 
 # -- signatures ---------------------------------------------------------------------------------------
 
-_HASHES = {
+_HASHES: dict[str, type[hashes.SHA1 | hashes.SHA224 | hashes.SHA256 | hashes.SHA384 | hashes.SHA512]] = {
     "sha1": hashes.SHA1,
     "sha224": hashes.SHA224,
     "sha256": hashes.SHA256,
@@ -254,7 +254,9 @@ def sign(vm: VmState, argument: bytes) -> tuple[Status, bytes]:
 
 def _result(ok: bool, error: str) -> bytes:
     """VerifySignatureResult: proto3 leaves false and empty fields out."""
-    return (protowire.varint_field(1, 1) if ok else b"") + (protowire.length_field(2, error) if error else b"")
+    return (protowire.varint_field(1, 1) if ok else b"") + (
+        protowire.length_field(2, error) if error else b""
+    )
 
 
 # -- CEL ----------------------------------------------------------------------------------------------

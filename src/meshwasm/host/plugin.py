@@ -156,7 +156,8 @@ class Plugin:
         ``path`` may also be the module's bytes. ``config`` (plugin configuration) and
         ``vm_config`` given as dict or list are sent as JSON. Options: ``root_id``,
         ``vm_id``, ``name``, ``strict``, ``log_level``, ``env``, ``shared_data``,
-        ``shared_queues``, ``clusters``, ``foreign_functions``, ``filter_state_keys``, ``memory_limit`` (bytes),
+        ``shared_queues``, ``clusters``, ``foreign_functions``, ``filter_state_keys``,
+        ``memory_limit`` (bytes),
         ``fuel_limit`` (instructions per callback), ``deadline`` (seconds per callback),
         ``attributes``, ``http_responder``.
         """

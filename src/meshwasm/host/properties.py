@@ -15,7 +15,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from meshwasm.host.abi import MapType, serialize_pairs
 from meshwasm.host.protowire import length_field, varint
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from meshwasm.host.stream import HttpStream
     from meshwasm.host.tcp import TcpStream
 
-    AnyStream = HttpStream | TcpStream
+    AnyStream: TypeAlias = HttpStream | TcpStream
 
 PropertyValue = bytes | str | int | float | bool
 
@@ -136,7 +136,8 @@ def _struct_value(value: Any) -> bytes:
 def _struct(fields: Mapping[str, Any]) -> bytes:
     """google.protobuf.Struct: map<string, Value> fields = 1."""
     return b"".join(
-        length_field(1, length_field(1, key.encode()) + length_field(2, _struct_value(value))) for key, value in fields.items()
+        length_field(1, length_field(1, key.encode()) + length_field(2, _struct_value(value)))
+        for key, value in fields.items()
     )
 
 

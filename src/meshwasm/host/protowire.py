@@ -19,7 +19,7 @@ VARINT, FIXED64, LENGTH, START_GROUP, END_GROUP, FIXED32 = 0, 1, 2, 3, 4, 5
 
 # A message's fields the host reads: number -> "string", "bytes", "varint", or the Schema of an
 # embedded message.
-Schema = Mapping[int, Union[str, "Mapping[int, object]"]]
+Schema = Mapping[int, Union[str, "Schema"]]
 
 
 class WireError(ValueError):

@@ -398,7 +398,9 @@ class VmState:
             # Envoy keeps a wrapper around a missing body: reads see it empty (Ok), writes get
             # BadArgument (checked against Envoy).
             if write:
-                return refuse(call, Status.BAD_ARGUMENT, f"{kind.name} cannot be written outside its callback")
+                return refuse(
+                    call, Status.BAD_ARGUMENT, f"{kind.name} cannot be written outside its callback"
+                )
             refuse(call, Status.OK, f"{kind.name} read outside its callback: Envoy hands over nothing")
             return b"" if record else Status.NOT_FOUND
         if kind in (BufferType.DOWNSTREAM_DATA, BufferType.UPSTREAM_DATA):
@@ -411,7 +413,9 @@ class VmState:
             # Envoy keeps a wrapper around a missing connection buffer: reads see it empty (Ok),
             # writes get BadArgument (checked against Envoy).
             if write:
-                return refuse(call, Status.BAD_ARGUMENT, f"{kind.name} cannot be written outside its callback")
+                return refuse(
+                    call, Status.BAD_ARGUMENT, f"{kind.name} cannot be written outside its callback"
+                )
             refuse(call, Status.OK, f"{kind.name} read outside its callback: Envoy hands over nothing")
             return b"" if record else Status.NOT_FOUND
         if kind == BufferType.HTTP_CALL_RESPONSE_BODY:
@@ -464,13 +468,17 @@ class VmState:
         properties the test gave (paths merged into their attribute)."""
         stream: HttpStream | TcpStream | None = self.stream() or self.connection()
         if stream is not None and (name,) in stream.properties:
-            value = stream.properties[(name,)]
+            set_value = stream.properties[(name,)]
             declared = self.declarations.get(ROOT_CONTEXT_ID, {}).get(name)
-            return value.decode(errors="replace") if declared is not None and declared.type == 1 else value
+            return (
+                set_value.decode(errors="replace")
+                if declared is not None and declared.type == 1
+                else set_value
+            )
         builtins = {"plugin_name": self.name, "plugin_root_id": self.root_id, "plugin_vm_id": self.vm_id}
         if name in builtins:
             return builtins[name]
-        value = self.attributes.top_level(name, stream)
+        value: Any = self.attributes.top_level(name, stream)
         for path, given in self.properties.items():
             if path[0] != name:
                 continue

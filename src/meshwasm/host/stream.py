@@ -10,7 +10,7 @@ or proxy_continue_stream) passes what is held on; a local reply ends the exchang
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from meshwasm.host.abi import Action, MapType
 from meshwasm.host.errors import PluginError
@@ -44,7 +44,7 @@ class LocalResponse:
 class HttpStream:
     """One HTTP request/response through the plugin (an HTTP context in proxy-wasm terms)."""
 
-    kind = "http"
+    kind: Literal["http"] = "http"
 
     def __init__(self, state: VmState, context_id: int):
         self.state = state

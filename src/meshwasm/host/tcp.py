@@ -24,7 +24,7 @@ Envoy runs a network filter in front of the filter that owns the upstream (a TCP
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from meshwasm.host.abi import Action, PeerType
 from meshwasm.host.errors import PluginError
@@ -41,7 +41,7 @@ _CALLBACKS = {DOWNSTREAM: "proxy_on_downstream_data", UPSTREAM: "proxy_on_upstre
 class TcpStream:
     """One downstream connection through the plugin (a TCP context in proxy-wasm terms)."""
 
-    kind = "tcp"
+    kind: Literal["tcp"] = "tcp"
 
     def __init__(self, state: VmState, context_id: int):
         self.state = state
