@@ -24,8 +24,8 @@ GO_SOURCES   := $(wildcard $(PLUGIN_DIR)/*.go) $(PLUGIN_DIR)/go.mod $(PLUGIN_DIR
 ZIG_SOURCES  := $(wildcard $(ZIG_PLUGIN_DIR)/src/*.zig) $(ZIG_PLUGIN_DIR)/build.zig
 PYTEST_ARGS  ?=
 
-.PHONY: get get-oracle get-cosign build test test-go test-py lint clean bench bench-fetcher bench-fetcher-hostile \
-	bench-gateway demo crds corpus corpus-deps
+.PHONY: get get-oracle get-cosign get-cluster build test test-go test-py test-cluster lint clean bench \
+	bench-fetcher bench-fetcher-hostile bench-gateway demo crds corpus corpus-deps
 
 get: $(STAMP) $(GO_STAMP) $(TOOLS_STAMP) get-oracle get-cosign corpus-deps
 
@@ -54,6 +54,20 @@ $(CORPUS_NPM_STAMP): $(CORPUS_AS_DIR)/package.json $(CORPUS_AS_DIR)/package-lock
 # first zig builds on a machine compile wasi-libc and libc++ into Zig's cache (minutes, once).
 corpus: $(STAMP) corpus-deps
 	$(BIN)/python tests/fixtures/corpus/build.py
+
+# The real engine (`meshwasm cluster up`, `meshwasm up --engine istio`, tests/cluster): istiod and
+# pilot-agent from oracle/istio's pin, kube-apiserver, kubectl and etcd from engine/kubernetes
+# (k8s.io/kubernetes v1.36.1), into build/cluster. Cold: minutes each; warm: seconds.
+CLUSTER_DIR := build/cluster
+CLUSTER_ISTIO := $(CLUSTER_DIR)/istio/.built
+CLUSTER_KUBE := $(CLUSTER_DIR)/bin/.kubernetes-built
+get-cluster: $(CLUSTER_ISTIO) $(CLUSTER_KUBE)
+$(CLUSTER_ISTIO): oracle/istio/go.mod oracle/istio/go.sum scripts/get-cluster.sh
+	CLUSTER_DIR=$(CLUSTER_DIR) scripts/get-cluster.sh istio
+	@touch $@
+$(CLUSTER_KUBE): engine/kubernetes/go.mod engine/kubernetes/go.sum scripts/get-cluster.sh
+	CLUSTER_DIR=$(CLUSTER_DIR) scripts/get-cluster.sh kubernetes
+	@touch $@
 
 # The real cosign CLI (sigstore's Go module, built from source) for the signing interop tests:
 # meshwasm's signatures must verify with it and its signatures with meshwasm. A cold build
@@ -114,7 +128,12 @@ test-go: $(GO_WASM)
 # The Python tests run over both implementations (tests/conftest.py).
 test-py: get corpus $(GO_WASM) $(ZIG_WASM) $(WASM)
 	MESHWASM_ADD_HEADER_GO_WASM=$(CURDIR)/$(GO_WASM) MESHWASM_ADD_HEADER_ZIG_WASM=$(CURDIR)/$(ZIG_WASM) \
-		MESHWASM_ADD_HEADER_WASM=$(CURDIR)/$(WASM) $(BIN)/pytest $(PYTEST_ARGS)
+		MESHWASM_ADD_HEADER_WASM=$(CURDIR)/$(WASM) $(BIN)/pytest --ignore=tests/cluster $(PYTEST_ARGS)
+
+# The same tree through real etcd, kube-apiserver, istiod, pilot-agent and Envoy (one cluster per run).
+test-cluster: get get-cluster $(ZIG_WASM)
+	MESHWASM_ENGINE_DIR=$(CURDIR)/$(CLUSTER_DIR) MESHWASM_REQUIRE_ENGINE=1 \
+		MESHWASM_ADD_HEADER_ZIG_WASM=$(CURDIR)/$(ZIG_WASM) $(BIN)/pytest tests/cluster $(PYTEST_ARGS)
 
 # The first Go build (the foundation commit's source, go build -trimpath, nothing else): the
 # baseline the trimmed one is compared with (3,457,013 bytes, sha256 637050bb...).

@@ -7,7 +7,8 @@ For each module given (e.g. the Go and the Zig add-header), in one run:
   second process; time from each write to the first response with the new
   value, and the number of failed requests;
 - new module: the same module with other bytes pushed under the same tag
-  (imagePullPolicy Always); time from the push to Envoy running it.
+  (imagePullPolicy Always); time from the push to Envoy running it, through
+  `up --poll-modules` (Istio itself re-pulls only when the WasmPlugin changes).
 
 Usage: bench/gateway_up.py --wasm go=build/add-header-go.wasm --wasm zig=build/add-header-zig.wasm
 """
@@ -93,6 +94,7 @@ def start(tree: Path, wasm: Path, cache: Path, workdir: Path) -> tuple[subproces
             "--registry",
             "--push",
             str(wasm),
+            "--poll-modules",
             "--state-file",
             str(state),
         ],

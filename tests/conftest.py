@@ -26,6 +26,8 @@ pytest_plugins = [
     "fixtures.oci_modules",
     "fixtures.host_modules",
     "fixtures.oracle",
+    "fixtures.istio_agent",
+    "fixtures.file_server",
     "fixtures.signing",
     "fixtures.differential",
     "fixtures.corpus_modules",

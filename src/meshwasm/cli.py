@@ -26,7 +26,10 @@ _AREAS = {
     "render": "meshwasm.translate.cli",
     "up": "meshwasm.gateway.cli",
     "inspect": "meshwasm.gateway.cli",
+    "doctor": "meshwasm.gateway.cli",
     "test-plugin": "meshwasm.host.cli",
+    "cluster": "meshwasm.engine.cli",
+    "apply": "meshwasm.kube.cli",
     "bench": "meshwasm.bench.cli",
 }
 

@@ -8,6 +8,8 @@ from collections.abc import Callable
 
 import httpx
 
+from meshwasm import stopping
+
 
 def free_port(host: str = "127.0.0.1") -> int:
     """A TCP port that is free right now on ``host`` (the kernel picks it)."""
@@ -36,9 +38,12 @@ def wait_until(
     interval: float = 0.05,
     alive: Callable[[], bool] = lambda: True,
 ) -> bool:
-    """Poll ``check`` until it is true, ``alive`` turns false, or ``timeout`` passes."""
+    """Poll ``check`` until it is true, ``alive`` turns false, or ``timeout`` passes.
+
+    Each round is also where a command that was asked to stop stops (:func:`meshwasm.stopping.check`)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
+        stopping.check()
         if check():
             return True
         if not alive():

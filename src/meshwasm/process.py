@@ -44,8 +44,11 @@ class ManagedProcess:
         log_path: Path,
         env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
+        die_with_parent: bool = True,
     ):
         self.name = name
+        # False for services meant to outlive the command that started them (`meshwasm cluster up`).
+        self.die_with_parent = die_with_parent
         self.argv = list(argv)
         self.log_path = log_path
         self.env = dict(env) if env is not None else None
@@ -72,7 +75,7 @@ class ManagedProcess:
                 env=self.env,
                 cwd=self.cwd,
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
         except OSError as exc:
             raise MeshwasmError(f"cannot start {self.name} ({self.argv[0]}): {exc}") from exc
@@ -132,6 +135,44 @@ class ManagedProcess:
 
     def __exit__(self, *_exc: object) -> None:
         self.stop()
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie counts as gone)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def stop_pid(pid: int, *, grace: float = 5.0, group: bool = True) -> None:
+    """Stop a process we started earlier but do not hold a handle on (another command's child):
+    SIGTERM (its process group when ``group``), ``grace`` seconds, then SIGKILL."""
+
+    def send(sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+
+    if not pid_alive(pid):
+        return
+    send(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and pid_alive(pid):
+        time.sleep(0.05)
+    if pid_alive(pid):
+        send(signal.SIGKILL)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and pid_alive(pid):
+            time.sleep(0.05)
 
 
 def wait_for_exit(proc: ManagedProcess, timeout: float) -> int | None:

@@ -295,13 +295,12 @@ def test_edits_under_load_apply_without_failures(up: Up, tmp_path: Path) -> None
     assert "applied edit in" in up.log()
 
 
-def test_new_module_under_the_same_tag_is_loaded(up: Up, demo_wasm: Path) -> None:
+def _push_other_bytes(up: Up, demo_wasm: Path) -> str:
+    """Push the same code with other bytes under the tree's tag; returns the new module's sha256."""
     from meshwasm.oci.client import RegistryClient
     from meshwasm.oci.image import build_image
     from meshwasm.oci.reference import parse_reference
 
-    before = _module_sha(up)
-    value = up.get().headers["x-ingress-header"]
     # Same code, other bytes: a custom section makes a distinct module under the same tag.
     name = b"meshwasm-test"
     payload = bytes([len(name)]) + name + str(time.time()).encode()
@@ -309,21 +308,61 @@ def test_new_module_under_the_same_tag_is_loaded(up: Up, demo_wasm: Path) -> Non
     url = re.search(r"url: (oci://\S+)", (up.tree / "wasm-extension.yaml").read_text())[1]  # type: ignore[index]
     with RegistryClient() as client:
         client.push_image(build_image(module, variant="compat"), parse_reference(url))
-    # How fast is bench/gateway_up.py's business; here: it arrives, and it is this module.
-    new_sha = hashlib.sha256(module).hexdigest()
-    assert wait_until(lambda: _module_sha(up) == new_sha, timeout=30, interval=0.1), up.log()[-3000:]
+    return hashlib.sha256(module).hexdigest()
+
+
+def test_new_module_under_the_same_tag_loads_when_the_wasmplugin_changes(up: Up, demo_wasm: Path) -> None:
+    """As in Istio: imagePullPolicy Always re-pulls when the WasmPlugin's resource changes, and
+    nothing polls (ETag polling is `up --poll-modules`, not the default)."""
+    before = _module_sha(up)
+    new_sha = _push_other_bytes(up, demo_wasm)
+    # Long enough for the fetcher (re-resolving :latest every second) and any poll to have seen it.
+    time.sleep(3)
+    assert _module_sha(up) == before, "the module changed without a WasmPlugin change (polling?)"
+    assert "new module for" not in up.log()
+    gateway = up.tree / "tier2" / "gateway.yaml"
+    value = up.get().headers["x-ingress-header"]
+    edit(gateway, f"value: {value}", "value: after a re-pull")
+    try:
+        assert wait_until(lambda: _module_sha(up) == new_sha, timeout=60, interval=0.1), up.log()[-3000:]
+        assert wait_header(up, "after a re-pull")
+    finally:
+        edit(gateway, "value: after a re-pull", f"value: {value}")
     assert before != new_sha
-    assert up.get().headers["x-ingress-header"] == value
+    assert wait_header(up, value)
+
+
+def test_poll_modules_loads_a_module_pushed_under_the_same_tag_without_an_edit(
+    tmp_path: Path, demo_wasm: Path
+) -> None:
+    """Not Istio, opt-in: `up --poll-modules` asks the fetcher for Always modules' ETags."""
+    tree = copy_tree(tmp_path, free_port())
+    polling = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm), "--poll-modules")
+    try:
+        value = polling.get().headers["x-ingress-header"]
+        new_sha = _push_other_bytes(polling, demo_wasm)
+        assert wait_until(lambda: _module_sha(polling) == new_sha, timeout=60, interval=0.1), polling.log()[
+            -3000:
+        ]
+        assert "new module for" in polling.log()
+        assert polling.get().headers["x-ingress-header"] == value
+    finally:
+        assert polling.stop() == 0
 
 
 def _module_sha(up: Up, name: str = SEED_FILTER) -> str | None:
-    """The checksum (file stem) of the module the named ECDS filter runs."""
-    dump = httpx.get(f"{up.admin}/config_dump", timeout=10).json()
+    """The checksum (file stem) of the module the named ECDS filter runs (None while Envoy's admin
+    is busy, e.g. compiling a module on its main thread)."""
+    try:
+        dump = httpx.get(f"{up.admin}/config_dump", timeout=10).json()
+    except httpx.TimeoutException:
+        return None
     for config in dump["configs"]:
         for entry in config.get("ecds_filters", []):
             if entry["ecds_filter"]["name"] == name:
                 vm_config = entry["ecds_filter"]["typed_config"].get("config", {}).get("vm_config", {})
-                return Path(vm_config["code"]["local"]["filename"]).stem
+                local = vm_config.get("code", {}).get("local")  # none: the RBAC stand-in
+                return Path(local["filename"]).stem if local else None
     return None
 
 
@@ -432,6 +471,27 @@ def test_sigterm_during_start_up_stops_everything(tmp_path: Path, demo_wasm: Pat
     assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
 
 
+def test_a_second_sigterm_does_not_cut_the_cleanup_short(tmp_path: Path, demo_wasm: Path) -> None:
+    """The first SIGTERM (during start-up) starts the cleanup; a second one, as it runs, must not
+    interrupt it: every process is stopped by `up` itself, which exits 0."""
+    tree = copy_tree(tmp_path, free_port())
+    up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm), wait_ready=False)
+    try:
+        assert wait_until(lambda: "wasmfetcher ready" in up.log() or up.proc.poll() is not None, timeout=60)
+        pids = up.child_pids()
+        up.proc.send_signal(signal.SIGTERM)
+        assert wait_until(lambda: "stopping" in up.log(), timeout=30), up.log()
+        up.proc.send_signal(signal.SIGTERM)
+        assert up.proc.wait(timeout=60) == 0, up.log()
+    finally:
+        up.stop()
+    log = up.log()
+    assert "stopped wasmfetcher" in log, log
+    assert "stopped registry" in log, log
+    assert "interrupted" not in log
+    assert wait_until(lambda: not any(alive(p) for p in pids), timeout=10)
+
+
 def test_sigkill_of_up_leaves_no_process_behind(tmp_path: Path) -> None:
     tree = copy_tree(tmp_path, free_port())
     up = start_up(tmp_path, tree)
@@ -458,7 +518,8 @@ def test_require_signature_refuses_the_unsigned_module_then_serves_it_signed(
 ) -> None:
     """`up --require-signature`: the pushed image is unsigned, so the wasmfetcher refuses it (403,
     with the reason the agent reports) and the plugin fails closed; once signed, the next check
-    of the Always plugin loads it, without a restart."""
+    of the Always plugin loads it, without a restart (`--poll-modules`: Istio itself would try
+    again only when the WasmPlugin changes)."""
     from fixtures.signing import KEY_PASSWORD, make_key_pair
 
     registry_port = free_port()
@@ -473,6 +534,7 @@ def test_require_signature_refuses_the_unsigned_module_then_serves_it_signed(
         str(demo_wasm),
         "--require-signature",
         f"{scope}={key.public_path}",
+        "--poll-modules",
     )
     try:
         assert up.get().status_code == 403  # fail closed: the module was refused

@@ -105,10 +105,12 @@ def descriptor(media_type: str, blob: Blob, *, size: int | None = None) -> dict[
 
 
 def oci_variant(module: Blob, *, layer_size: int | None = None) -> Repo:
-    """A wasm image of the ``oci`` variant (config + raw wasm layer) around ``module``."""
+    """A wasm image of the ``oci`` variant around ``module``: the spec's two layers, the runtime
+    config and the raw module (Istio's agent refuses this variant with any other number)."""
     config = Blob.of(b'{"type":"envoy_proxy"}')
     manifest = manifest_doc(
-        descriptor(WASM_CONFIG, config), [descriptor(WASM_LAYER, module, size=layer_size)]
+        descriptor(WASM_CONFIG, config),
+        [descriptor(WASM_CONFIG, config), descriptor(WASM_LAYER, module, size=layer_size)],
     )
     return Repo(manifest, {config.digest: config, module.digest: module})
 

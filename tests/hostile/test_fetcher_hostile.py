@@ -9,11 +9,13 @@ read). Issue 15, items 1-7.
 from __future__ import annotations
 
 import contextlib
+import gzip
 import hashlib
 import shutil
 import subprocess
 import threading
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -39,6 +41,7 @@ from hostile_registry import (
 
 from fixtures.oci_modules import synthetic_module
 from meshwasm.fetcher.process import FetcherProcess
+from meshwasm.fetcher.unbox import MAX_DEPTH
 from meshwasm.oci.client import RegistryClient
 from meshwasm.oci.image import build_image
 from meshwasm.oci.local_registry import LocalRegistry
@@ -217,6 +220,53 @@ def test_a_gzip_bomb_past_the_module_cap_is_refused(shared: Fetcher, hostile: Ho
     members = ((f"junk{i}", 16 * MiB, zeros(16 * MiB)) for i in range(12))  # 192 MiB of zeros
     hostile.repos["bomb/gzip"] = compat_variant(tar_gz(members, level=1))
     refused(shared, hostile, "bomb/gzip", (413, "module_too_large"), within=5)
+
+
+def http_refused(
+    fetcher: Fetcher, hostile: HostileRegistry, path: str, expected: tuple[int, str], *, within: float
+) -> str:
+    """Fetch ``path`` from the hostile registry's plain http side; the same checks as :func:`refused`."""
+    url = f"http://{hostile.address}{path}"
+    response, elapsed = fetcher.timed(url, timeout=within + 15)
+    assert error_of(response) == expected, response.text
+    assert elapsed <= within, f"answered after {elapsed:.1f} s (bound {within} s)"
+    assert fetcher.grown() <= MEMORY_BOUND, f"peak RSS grew by {fetcher.grown() / MiB:.0f} MiB"
+    fetcher.assert_nothing_running(hostile)
+    fetcher.assert_nothing_cached(url)
+    return str(response.json()["error"]["message"])
+
+
+def _gzip_of(chunks: Iterator[bytes]) -> bytes:
+    compressor = zlib.compressobj(1, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
+    return b"".join(compressor.compress(chunk) for chunk in chunks) + compressor.flush()
+
+
+def test_an_http_gzip_bomb_is_unwrapped_only_up_to_the_module_cap(
+    shared: Fetcher, hostile: HostileRegistry
+) -> None:
+    """Istio's agent unwraps a gzip body (unboxIfPossible); here it is streamed to disk and stopped
+    at the module cap (Istio truncates at its own), in bounded memory."""
+    hostile.files["/bomb/module.wasm.gz"] = (_gzip_of(zeros(192 * MiB, head=WASM_HEADER)), 0)
+    message = http_refused(shared, hostile, "/bomb/module.wasm.gz", (413, "module_too_large"), within=8)
+    assert "unwrapped" in message
+
+
+def test_an_http_gzip_bomb_that_is_not_wasm_is_refused_at_its_first_unwrapped_bytes(
+    shared: Fetcher, hostile: HostileRegistry
+) -> None:
+    hostile.files["/bomb/page.gz"] = (_gzip_of(zeros(120 * MiB, head=b"MZ\x90\x00")), 0)
+    http_refused(shared, hostile, "/bomb/page.gz", (422, "not_wasm"), within=3)
+
+
+def test_a_module_wrapped_in_gzip_beyond_the_nesting_bound_is_refused(
+    shared: Fetcher, hostile: HostileRegistry
+) -> None:
+    body = synthetic_module(2000, seed=31)
+    for _ in range(MAX_DEPTH + 1):
+        body = gzip.compress(body)
+    hostile.files["/nested/m.wasm.gz"] = (body, 0)
+    message = http_refused(shared, hostile, "/nested/m.wasm.gz", (422, "not_wasm"), within=3)
+    assert f"more than {MAX_DEPTH} times" in message
 
 
 def test_a_large_plugin_in_a_small_gzip_layer_streams_to_disk(

@@ -7,8 +7,11 @@ the middle of a download. The registry side is in test_fetcher_registry.py.
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import io
 import sys
+import tarfile
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -136,6 +139,54 @@ def test_not_wasm_is_a_422_and_nothing_is_cached(host: ModuleHost, fetcher: Fetc
     host.add("/page.html", b"<html>not wasm</html>")
     assert error_of(httpx.get(fetcher.fetch_url(host.url("/page.html")))) == (422, "not_wasm")
     assert_no_entry_for(fetcher, host.url("/page.html"))
+
+
+def _tar(name: str, data: bytes) -> bytes:
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as archive:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        archive.addfile(info, io.BytesIO(data))
+    return raw.getvalue()
+
+
+@pytest.mark.parametrize("wrapping", ["gzip", "tar", "tar.gz"])
+def test_a_wrapped_module_is_served_unwrapped(
+    host: ModuleHost, fetcher: FetcherProcess, wrapping: str
+) -> None:
+    """As Istio's http fetcher unboxes them (the comparison with Istio's own code is
+    tests/fidelity/test_agent_http_bodies.py): the module is what is served, under its own sha256."""
+    module = wasm_module(40_000, wrapping.encode())
+    body = {
+        "gzip": gzip.compress(module),
+        "tar": _tar("plugin.wasm", module),
+        "tar.gz": gzip.compress(_tar("plugin.wasm", module)),
+    }[wrapping]
+    host.add(f"/wrapped.wasm.{wrapping}", body)
+    response = httpx.get(fetcher.fetch_url(host.url(f"/wrapped.wasm.{wrapping}")))
+    assert response.status_code == 200, response.text
+    assert response.content == module
+    assert response.headers["etag"] == f'"{hashlib.sha256(module).hexdigest()}"'
+    assert not list((fetcher.cache_dir / ".tmp").glob("*"))  # the wrapped bodies are gone
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "code"),
+    [
+        ("/short.wasm", b"\0asm\x01\0\0", 422, "not_wasm"),  # shorter than the 8-byte header
+        ("/page.html.gz", gzip.compress(b"<html>not wasm</html>"), 422, "not_wasm"),
+        ("/broken.wasm.gz", gzip.compress(b"\0asm\x01\0\0\0" * 100)[:-6], 422, "not_wasm"),
+        ("/bomb.wasm.gz", gzip.compress(b"\0asm\x01\0\0\0" + b"\0" * 2_000_000), 413, "module_too_large"),
+    ],
+    ids=["short", "gzip-of-html", "truncated-gzip", "gzip-past-the-cap"],
+)
+def test_a_body_that_does_not_unwrap_to_a_module_is_refused_and_nothing_is_cached(
+    host: ModuleHost, fetcher: FetcherProcess, path: str, body: bytes, status: int, code: str
+) -> None:
+    host.add(path, body)
+    assert error_of(httpx.get(fetcher.fetch_url(host.url(path)))) == (status, code)
+    assert_no_entry_for(fetcher, host.url(path))
+    assert not list((fetcher.cache_dir / ".tmp").glob("*"))
 
 
 def test_over_the_size_cap_is_a_413_and_nothing_is_cached(host: ModuleHost, fetcher: FetcherProcess) -> None:

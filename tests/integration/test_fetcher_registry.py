@@ -49,7 +49,8 @@ def push_built(registry_address: str, image: str, built: BuiltImage) -> str:
 
 
 def layer_digest(module: bytes, variant: str = "compat") -> str:
-    return build_image(module, variant=variant).layers[0].digest  # type: ignore[arg-type]
+    # The layer holding the module: the last one (the oci variant has its runtime config first).
+    return build_image(module, variant=variant).layers[-1].digest  # type: ignore[arg-type]
 
 
 def get(fetcher: FetcherProcess, url: str, **kwargs: object) -> httpx.Response:

@@ -42,7 +42,7 @@ def test_the_url_istiod_sends_is_the_one_pulled(registry: LocalRegistry, tmp_pat
     gateway = LocalGateway(UpOptions(tree=tmp_path, cache_dir=tmp_path / "cache"), said.append)
     try:
         gateway.agent = ModuleAgent(tmp_path / "agent", allowed_hosts=[registry.address])
-        files = gateway.resolve_modules(resources, changed=set())
+        files = gateway.resolve_modules(resources, forced=set())
     finally:
         shutil.rmtree(gateway.workdir, ignore_errors=True)
     oci_url = f"oci://{registry.address}/upper/x:v1"

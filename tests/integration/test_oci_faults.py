@@ -119,14 +119,14 @@ def test_manifest_with_no_wasm_layer(registry: LocalRegistry, tmp_path: Path) ->
     assert info_.module_size is None
     result = run_meshwasm("image", "pull", str(ref), "-o", str(tmp_path / "out"))
     assert result.returncode == ExitCode.INTEGRITY
-    assert "no wasm layer" in result.stderr
+    assert "not a wasm image" in result.stderr
     assert not (tmp_path / "out").exists()
 
 
 def test_wasm_layer_whose_content_is_not_wasm(registry: LocalRegistry) -> None:
     ref = parse_reference(f"{registry.address}/nowasm/fake:v1")
     with RegistryClient() as client:
-        _push_raw_image(client, ref, [(mt.WASM_LAYER, b"#!/bin/sh\n")])
+        _push_raw_image(client, ref, [(mt.WASM_CONFIG, b"{}"), (mt.WASM_LAYER, b"#!/bin/sh\n")])
         with pytest.raises(NotAWasmImage, match="not a WebAssembly module"):
             client.pull_module(ref)
         _push_raw_image(client, ref, [(mt.OCI_LAYER_TAR_GZIP, plugin_tar_gz(b"ELF not wasm")[1])])
@@ -141,7 +141,7 @@ def test_digest_mismatch_writes_nothing(registry: LocalRegistry, tmp_path: Path)
     ref = parse_reference(f"{registry.address}/tampered/x:v1")
     with RegistryClient() as client:
         client.push_image(image, ref)
-    stored = registry.blob_data_path(image.layers[0].digest)
+    stored = registry.blob_data_path(image.layers[-1].digest)
     data = bytearray(stored.read_bytes())
     data[-1] ^= 0xFF
     stored.write_bytes(bytes(data))
@@ -150,7 +150,7 @@ def test_digest_mismatch_writes_nothing(registry: LocalRegistry, tmp_path: Path)
     result = run_meshwasm("image", "pull", str(ref), "-o", str(out))
     assert result.returncode == ExitCode.INTEGRITY
     assert "content hashes to sha256:" in result.stderr
-    assert image.layers[0].digest in result.stderr
+    assert image.layers[-1].digest in result.stderr
     assert list(out.iterdir()) == []
 
 
@@ -181,7 +181,7 @@ def test_registry_sending_more_than_announced_is_cut_off(registry: LocalRegistry
     ref = parse_reference(f"{registry.address}/grown/x:v1")
     with RegistryClient() as client:
         client.push_image(image, ref)
-    stored = registry.blob_data_path(image.layers[0].digest)
+    stored = registry.blob_data_path(image.layers[-1].digest)
     stored.write_bytes(stored.read_bytes() + b"\0" * 2_000_000)
     with RegistryClient(max_module_size=1_000_000) as client, pytest.raises(ModuleTooLarge):
         client.pull_module(ref)

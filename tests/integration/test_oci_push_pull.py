@@ -49,8 +49,9 @@ def test_cli_round_trip(variant: str, registry: LocalRegistry, go_wasm: Path, tm
     assert info["digest"] == built_digest
     assert info["variant"] == variant
     assert info["moduleSize"] == len(module)
-    expected_layer = mt.WASM_LAYER if variant == "oci" else mt.OCI_LAYER_TAR_GZIP
-    assert [layer["mediaType"] for layer in info["layers"]] == [expected_layer]
+    # The oci variant has the spec's two layers, runtime config then module (Istio requires two).
+    expected_layers = [mt.WASM_CONFIG, mt.WASM_LAYER] if variant == "oci" else [mt.OCI_LAYER_TAR_GZIP]
+    assert [layer["mediaType"] for layer in info["layers"]] == expected_layers
 
 
 def test_same_wasm_pushed_twice_gives_the_same_digest(registry: LocalRegistry, go_wasm: Path) -> None:
@@ -137,9 +138,11 @@ def _index_layout(path: Path, images: dict[tuple[str, str], bytes]) -> tuple[str
 
 
 def test_image_index_is_pushed_and_followed(registry: LocalRegistry, tmp_path: Path) -> None:
-    arm, wasm = synthetic_module(3000, seed=1), synthetic_module(3000, seed=2)
+    # Followed as Istio's agent follows it: to the linux/amd64 entry, even after a wasm platform
+    # (tests/fidelity/test_images_shapes.py compares the index cases with Istio's own code).
+    arm, wasm, amd = (synthetic_module(3000, seed=n) for n in (1, 2, 3))
     index_digest, digests = _index_layout(
-        tmp_path / "layout", {("linux", "arm64"): arm, ("wasip1", "wasm"): wasm}
+        tmp_path / "layout", {("linux", "arm64"): arm, ("wasip1", "wasm"): wasm, ("linux", "amd64"): amd}
     )
     ref = parse_reference(f"{registry.address}/index/x:multi")
     with RegistryClient() as client:
@@ -147,11 +150,11 @@ def test_image_index_is_pushed_and_followed(registry: LocalRegistry, tmp_path: P
         assert client.resolve(ref) == index_digest
         pulled = client.pull_module(ref)
         info = client.inspect(ref)
-    assert pulled.data == wasm
+    assert pulled.data == amd
     assert pulled.index_digest == index_digest
-    assert pulled.manifest_digest == digests[("wasip1", "wasm")]
+    assert pulled.manifest_digest == digests[("linux", "amd64")]
     assert info.index_digest == index_digest
-    assert info.digest == digests[("wasip1", "wasm")]
+    assert info.digest == digests[("linux", "amd64")]
 
 
 def test_request_guard_sees_every_request_including_redirects(

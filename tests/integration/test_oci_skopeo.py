@@ -43,7 +43,8 @@ def test_skopeo_reads_what_meshwasm_pushed(variant: str, registry: LocalRegistry
         assert summary["Layers"] == [image.layers[0].digest]
     else:
         assert manifest["config"]["mediaType"] == mt.WASM_CONFIG
-        assert [layer["mediaType"] for layer in manifest["layers"]] == [mt.WASM_LAYER]
+        # The spec's two layers, which Istio's agent requires: runtime config, then the module.
+        assert [layer["mediaType"] for layer in manifest["layers"]] == [mt.WASM_CONFIG, mt.WASM_LAYER]
         config = json.loads(_ok(skopeo("inspect", PLAIN, "--config", "--raw", f"docker://{ref}")))
         assert config["type"] == "envoy_proxy"
 

@@ -13,7 +13,10 @@ def test_latest_tag_is_always_pulled_by_default() -> None:
     assert (
         effective_policy(classify("oci://r.io/a:latest"), PullPolicy.IF_NOT_PRESENT, ()) is PullPolicy.ALWAYS
     )
-    assert effective_policy(classify("oci://r.io/a"), PullPolicy.IF_NOT_PRESENT, ()) is PullPolicy.ALWAYS
+    # Istio: an untagged image follows the default (IfNotPresent), it is not ":latest".
+    assert (
+        effective_policy(classify("oci://r.io/a"), PullPolicy.IF_NOT_PRESENT, ()) is PullPolicy.IF_NOT_PRESENT
+    )
 
 
 def test_other_tags_follow_the_configured_default() -> None:

@@ -48,8 +48,11 @@ def test_oci_reference_classified_as_istio_names_it() -> None:
     assert not src.is_latest
 
 
-def test_untagged_oci_reference_means_latest() -> None:
-    assert classify("oci://registry.example.com/add-header").is_latest
+def test_only_a_written_latest_tag_is_latest_as_istio_decides_pull_policy() -> None:
+    # Istio: Always by default only for an oci:// URL ending in ":latest"; untagged is IfNotPresent.
+    assert classify("oci://registry.example.com/add-header:latest").is_latest
+    assert not classify("oci://registry.example.com/add-header").is_latest
+    assert not classify("oci://127.0.0.1:5000/add-header").is_latest  # the port is not a tag
 
 
 def test_digest_pinned_reference() -> None:

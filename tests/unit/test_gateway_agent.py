@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,10 @@ def plugin(url: str, *, policy: str | None = None, sha256: str | None = None) ->
         ("oci://r.example/team/m:latest", None, "Always"),
         ("oci://r.example/team/m:v1", None, "IfNotPresent"),
         ("oci://r.example/team/m@sha256:" + "0" * 64, None, "IfNotPresent"),
-        ("oci://127.0.0.1:5000/team/m", None, "Always"),  # no tag is latest; the port is not a tag
+        # Untagged is not ":latest" for Istio's policy (tests/fidelity/test_agent_pull_policy.py
+        # shows Istio's agent keeping the cached module); the port is not a tag.
+        ("oci://127.0.0.1:5000/team/m", None, "IfNotPresent"),
+        ("r.example/team/m:latest", None, "Always"),  # no scheme means oci://
         ("oci://127.0.0.1:5000/team/m:v2", None, "IfNotPresent"),
         ("oci://r.example/team/m:v1", "Always", "Always"),
         ("http://fetcher/fetch/abc", None, "IfNotPresent"),
@@ -69,3 +73,14 @@ def test_hosts_off_the_allowlist_are_refused_without_a_connection(tmp_path: Path
     assert result.path is None
     assert "allowlist" in (result.error or "")
     assert not list((tmp_path / "cache").glob("*/*.wasm"))
+
+
+def test_a_file_url_naming_a_fifo_or_a_device_is_refused_without_reading_it(tmp_path: Path) -> None:
+    """A FIFO would block the agent (and `up`) and /dev/zero never ends: regular files only."""
+    agent = ModuleAgent(tmp_path / "cache", allowed_hosts=[])
+    fifo = tmp_path / "m.wasm"
+    os.mkfifo(fifo)
+    for path in (fifo, Path("/dev/zero")):
+        result = agent.resolve(plugin(f"file://{path}"))
+        assert result.path is None
+        assert "not a regular file" in (result.error or ""), result.error

@@ -44,13 +44,20 @@ def test_compat_variant_shape() -> None:
     assert "created" not in config
 
 
-def test_oci_variant_has_exactly_config_and_one_wasm_layer() -> None:
+def test_oci_variant_has_the_specs_two_layers_runtime_config_then_module() -> None:
+    # Istio's agent refuses an oci-variant image unless it has exactly two layers
+    # (tests/fidelity/test_images_shapes.py proves it against Istio's own code).
     image = build_image(MODULE, variant="oci")
     manifest = json.loads(image.manifest)
     assert manifest["config"]["mediaType"] == "application/vnd.module.wasm.config.v1+json"
-    [layer] = manifest["layers"]
-    assert layer["mediaType"] == "application/vnd.module.wasm.content.layer.v1+wasm"
-    assert image.blobs[layer["digest"]] == MODULE
+    runtime_config, module = manifest["layers"]
+    assert runtime_config["mediaType"] == "application/vnd.module.wasm.config.v1+json"
+    assert runtime_config["annotations"] == {"org.opencontainers.image.title": "runtime-config.json"}
+    assert runtime_config["digest"] == manifest["config"]["digest"]
+    assert json.loads(image.blobs[runtime_config["digest"]])["type"] == "envoy_proxy"
+    assert module["mediaType"] == "application/vnd.module.wasm.content.layer.v1+wasm"
+    assert module["annotations"] == {"org.opencontainers.image.title": "plugin.wasm"}
+    assert image.blobs[module["digest"]] == MODULE
     assert "annotations" not in manifest
 
 

@@ -198,6 +198,14 @@ class PendingModule:
     def sha256(self) -> str:
         return self._hash.hexdigest()
 
+    def read_back(self) -> IO[bytes]:
+        """The bytes written so far, from the start: for a pass over them before :meth:`commit`."""
+        try:
+            self._file.flush()
+            return self.path.open("rb")
+        except OSError as exc:
+            raise cache_error(exc, f"storing {self.module_name}") from exc
+
     def commit(self, checksum: str | None = None, *, expect_sha256: str | None = None) -> CacheEntry:
         """Verify and move into place. ``checksum`` defaults to the bytes' sha256 (http sources)."""
         try:

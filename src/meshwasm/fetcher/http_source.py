@@ -2,7 +2,9 @@
 
 Retries follow Istio's agent (docs/architecture.md, "Istio agent and images"):
 5xx except 501/505/511 and network errors are retried with exponential
-backoff; 4xx are not. Every request, redirects
+backoff; 4xx are not. A body that is gzip or tar is unwrapped as Istio's http
+fetcher does (:mod:`meshwasm.fetcher.unbox`), from one staged file into the
+next; a module is at least the 8-byte wasm header. Every request, redirects
 included, may only go to an allowlisted host, and every connection passes the
 address guard on the address it is made to (resolved once, see
 :mod:`meshwasm.safehttp`). The whole fetch, retries and their back-off
@@ -20,9 +22,18 @@ from dataclasses import dataclass
 import httpx
 
 from meshwasm.deadline import DeadlineExceeded, check_deadline, current_deadline, deadline_expired
-from meshwasm.fetcher.cache import CacheEntry, ModuleCache
+from meshwasm.fetcher.cache import CacheEntry, ModuleCache, PendingModule
 from meshwasm.fetcher.errors import FetchError, NotFound, NotWasm, TooLarge, UpstreamFailed, UpstreamTimeout
 from meshwasm.fetcher.security import AddressGuard, Allowlist, check_host_syntax
+from meshwasm.fetcher.unbox import (
+    HEAD_BYTES,
+    MAX_DEPTH,
+    BodyKind,
+    UnboxFailed,
+    UnboxTooLarge,
+    body_kind,
+    unwrap_once,
+)
 from meshwasm.fetcher.urls import ModuleSource
 from meshwasm.safehttp import GuardedTransport
 
@@ -108,9 +119,11 @@ class HttpSource:
             ):
                 status = response.status_code
                 if status == 404 or status == 410:
-                    raise NotFound(f"{source.url} answered {status}", code="module_not_found")
+                    detail = _error_detail(response)
+                    raise NotFound(f"{source.url} answered {status}{detail}", code="module_not_found")
                 if status >= 500:
-                    error = UpstreamFailed(f"{source.url} answered {status}", code="upstream_5xx")
+                    detail = _error_detail(response)
+                    error = UpstreamFailed(f"{source.url} answered {status}{detail}", code="upstream_5xx")
                     if status in _NOT_RETRIED_5XX:
                         raise error
                     raise _Retryable(error)
@@ -146,34 +159,93 @@ class HttpSource:
 
     def _stream_into_cache(self, source: ModuleSource, response: httpx.Response) -> CacheEntry:
         limit = self._settings.max_bytes
-        with self._cache.begin(source.module_name) as pending:
+        with self._cache.begin(source.module_name) as body:
             head = b""
             for chunk in response.iter_bytes(1 << 16):
-                if len(head) < 4:
-                    head = (head + chunk)[:4]
-                    if len(head) == 4 and head != WASM_MAGIC:
-                        raise NotWasm(f"{source.url} is not a wasm module (it does not start with \\0asm)")
-                if pending.size + len(chunk) > limit:
+                if len(head) < HEAD_BYTES:
+                    head = (head + chunk)[:HEAD_BYTES]
+                    if body_kind(head, complete=False) == "other":  # refused before the rest arrives
+                        raise NotWasm(_not_wasm(source.url, head, body.size + len(chunk)))
+                if body.size + len(chunk) > limit:
                     raise TooLarge(f"{source.url} is over the {limit}-byte module cap")
-                pending.write(chunk)
+                body.write(chunk)
                 check_deadline()
-            if head != WASM_MAGIC:
-                raise NotWasm(f"{source.url} is not a wasm module ({pending.size} bytes, no \\0asm header)")
-            return pending.commit()
+            return self._unwrapped(source, body, head, depth=0)
+
+    def _unwrapped(self, source: ModuleSource, body: PendingModule, head: bytes, *, depth: int) -> CacheEntry:
+        """Commit ``body`` if it is a module, else unwrap it (gzip, tar) into a new staged file and
+        look again, as Istio's ``unboxIfPossible`` does."""
+        kind = body_kind(head, complete=True)
+        if kind == "wasm":
+            return body.commit()
+        if kind == "other" or kind is None:
+            raise NotWasm(_not_wasm(source.url, head, body.size, unwrapped=depth))
+        if depth >= MAX_DEPTH:
+            raise NotWasm(
+                f"{source.url}: the module is wrapped (gzip, tar) more than {MAX_DEPTH} times; refusing to "
+                "unwrap further"
+            )
+        limit = self._settings.max_bytes
+        with self._cache.begin(source.module_name) as inner:
+            inner_head = bytearray()
+
+            def write(chunk: bytes) -> None:
+                if len(inner_head) < HEAD_BYTES:
+                    inner_head.extend(chunk[: HEAD_BYTES - len(inner_head)])
+                    if body_kind(bytes(inner_head), complete=False) == "other":  # no need to go on
+                        raise NotWasm(
+                            _not_wasm(source.url, bytes(inner_head), inner.size, unwrapped=depth + 1)
+                        )
+                inner.write(chunk)
+
+            with body.read_back() as wrapped:
+                try:
+                    unwrap_once(kind, wrapped, write, max_bytes=limit)
+                except UnboxFailed as exc:
+                    raise NotWasm(
+                        f"{source.url}: the body is {_kind_name(kind)} but does not unwrap: {exc}; Istio's "
+                        "agent then keeps the body as it came, which is not a wasm module"
+                    ) from exc
+                except UnboxTooLarge as exc:
+                    raise TooLarge(
+                        f"{source.url}: the {_kind_name(kind)} body is over the {limit}-byte module cap "
+                        f"unwrapped ({exc})"
+                    ) from exc
+            body.abort()  # only the unwrapped bytes stay staged
+            return self._unwrapped(source, inner, bytes(inner_head), depth=depth + 1)
+
+
+def _kind_name(kind: BodyKind) -> str:
+    return {"gzip": "gzip", "tar": "a tar archive"}.get(kind, kind)
+
+
+def _not_wasm(url: str, head: bytes, size: int, *, unwrapped: int = 0) -> str:
+    what = "its content" if unwrapped == 0 else f"its content, unwrapped {unwrapped} time(s),"
+    if head.startswith(WASM_MAGIC):
+        return f"{url} is not a wasm module: {what} is {size} bytes, shorter than the 8-byte wasm header"
+    return (
+        f"{url} is not a wasm module: {what} does not start with \\0asm, and is neither gzip nor a "
+        "tar archive (which Istio's agent would unwrap)"
+    )
 
 
 def _error_detail(response: httpx.Response) -> str:
-    """``: <message>`` from a wasmfetcher's JSON error (e.g. why a signature was refused), else ``""``."""
+    """``: <message> [<code>]`` from a wasmfetcher's JSON error (why a signature was refused, which
+    registry was unreachable), else ``""``; `meshwasm doctor` reads the code."""
     body = b""
     for chunk in response.iter_bytes(4096):
         body += chunk
         if len(body) >= 4096:
             break
     try:
-        message = json.loads(body[:4096])["error"]["message"]
-    except (ValueError, KeyError, TypeError):
+        error = json.loads(body[:4096])["error"]
+        message, code = error["message"], error.get("code")
+    except (ValueError, KeyError, TypeError, AttributeError):
         return ""
-    return f": {str(message)[:500]}" if isinstance(message, str) else ""
+    if not isinstance(message, str):
+        return ""
+    suffix = f" [{code}]" if isinstance(code, str) and code.replace("_", "").isalnum() else ""
+    return f": {message[:500]}{suffix}"
 
 
 class _Retryable(Exception):

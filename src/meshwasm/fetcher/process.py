@@ -73,6 +73,11 @@ class FetcherProcess:
     def pid(self) -> int:
         return self._proc.pid
 
+    @property
+    def argv(self) -> list[str]:
+        """The command line, for a caller that runs the process itself (the real engine)."""
+        return list(self._proc.argv)
+
     def fetch_url(self, module_url: str) -> str:
         return f"{self.url}/fetch/{encode_fetch_path(module_url)}"
 

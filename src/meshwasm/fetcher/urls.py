@@ -40,7 +40,9 @@ class ModuleSource:
 
     @property
     def is_latest(self) -> bool:
-        return self.kind == "oci" and self.pinned_digest is None and self.tag == "latest"
+        """Tagged ``:latest`` as written, Istio's rule for the default pull policy
+        (pkg/wasm/cache.go ``shouldIgnoreResourceVersion``): an untagged image is not."""
+        return self.kind == "oci" and urlsplit(self.url).path.endswith(":latest")
 
 
 def decode_fetch_path(b64: str) -> str:

@@ -3,21 +3,14 @@
 from __future__ import annotations
 
 import json
-import signal
 import time
 from pathlib import Path
-from types import FrameType
 from typing import Annotated
 
 import typer
 
-from meshwasm import ui
+from meshwasm import stopping, ui
 from meshwasm.errors import ExitCode, MeshwasmError
-
-
-def _raise_interrupt(signum: int, _frame: FrameType | None) -> None:
-    # SIGTERM stops `up` exactly like Ctrl-C: the same cleanup path.
-    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def up(
@@ -47,8 +40,24 @@ def up(
         Path | None, typer.Option(help="Module caches [default: $MESHWASM_CACHE_DIR or ~/.cache/meshwasm].")
     ] = None,
     repull_interval: Annotated[
-        float, typer.Option(help="Seconds between checks for new modules of Always plugins.")
+        float,
+        typer.Option(help="Seconds the fetcher trusts a tag it resolved; also the --poll-modules period."),
     ] = 1.0,
+    poll_modules: Annotated[
+        bool,
+        typer.Option(
+            "--poll-modules",
+            help="Not Istio: load a module pushed again under the same tag without an edit (Always plugins,"
+            " through the fetcher). Istio re-pulls only when the WasmPlugin changes.",
+        ),
+    ] = False,
+    pull_secret: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A kubernetes.io/dockerconfigjson Secret manifest for WasmPlugins' imagePullSecret, in their"
+            " namespace (repeatable; Secrets in the tree count too).",
+        ),
+    ] = None,
     restart_envoy: Annotated[
         int, typer.Option(help="Restarts allowed if Envoy dies; then `up` exits with status 1.")
     ] = 3,
@@ -63,6 +72,13 @@ def up(
             "need a cosign signature by the key, in the wasmfetcher and the agent (docs/signing.md).",
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="embedded (meshwasm's agent and file xDS) or istio (kube-apiserver, istiod, pilot-agent;"
+            " built by `make get-cluster`)."
+        ),
+    ] = "embedded",
 ) -> None:
     """Run the tree's gateway locally with real Envoy, wasmfetcher and httpbin, until Ctrl-C."""
     from meshwasm.gateway.runner import LocalGateway, UpOptions, default_cache_dir
@@ -79,17 +95,26 @@ def up(
         gateway=gateway,
         cache_dir=cache_dir or default_cache_dir(),
         repull_interval=repull_interval,
+        poll_modules=poll_modules,
+        pull_secret_files=list(pull_secret or []),
         restart_envoy=restart_envoy,
         state_file=state_file,
         require_signature=list(require_signature or []),
     )
     if not tree.exists():
         raise MeshwasmError(f"{tree}: no such file or directory", exit_code=ExitCode.NOT_FOUND)
-    signal.signal(signal.SIGTERM, _raise_interrupt)
-    # Also when started in the background by a script, whose shell ignores SIGINT for it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    if engine not in ("embedded", "istio"):
+        raise MeshwasmError(f"--engine {engine!r}: choose embedded or istio", exit_code=ExitCode.USAGE)
+    # SIGTERM stops `up` exactly like Ctrl-C (also when a script started it in the background, its
+    # shell ignoring SIGINT for it): recorded, then acted on where `up` checks (meshwasm.stopping).
+    stopping.install()
     started = time.monotonic()
-    local = LocalGateway(options, ui.info)
+    if engine == "istio":
+        from meshwasm.engine.runner import IstioGateway
+
+        local: LocalGateway = IstioGateway(options, ui.info)
+    else:
+        local = LocalGateway(options, ui.info)
     try:
         local.start()
         for line in local.ready_lines():
@@ -99,6 +124,7 @@ def up(
     except KeyboardInterrupt:
         ui.info("stopping")
     finally:
+        stopping.begin_cleanup()  # a second signal must not cut the cleanup short
         local.stop()
 
 
@@ -140,7 +166,68 @@ def inspect(
     ui.stdout.print(render_text(gateway_view(dump, stats)), markup=False)
 
 
+def doctor(
+    tree: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The tree whose WasmPlugins to judge (TSB or Istio YAML)"
+            " [default: the one `meshwasm up` runs]."
+        ),
+    ] = None,
+    admin: Annotated[
+        str | None, typer.Option(help="Envoy admin URL of a running gateway [default: `meshwasm up`'s].")
+    ] = None,
+    config_dump: Annotated[
+        Path | None,
+        typer.Option(
+            "--config-dump",
+            help="A saved admin /config_dump, or `istioctl proxy-config all POD -o json` (the same JSON).",
+        ),
+    ] = None,
+    stats: Annotated[
+        Path | None, typer.Option("--stats", help="The same Envoy's saved /stats (text, or ?format=json).")
+    ] = None,
+    log: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--log",
+            help="Envoy's or istio-proxy's log (repeatable): the plugin's own messages, traps, Istio agent's"
+            " fetch errors.",
+        ),
+    ] = None,
+    gateway: Annotated[
+        str | None, typer.Option(help="Which gateway workload of the tree, by labels (LABEL=VALUE,...).")
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the findings as JSON.")] = False,
+) -> None:
+    """Say, for each WasmPlugin, whether the gateway runs it and, if not, why, with the fix."""
+    from meshwasm.gateway.doctor import diagnose, render_text, to_json
+    from meshwasm.gateway.doctor_inputs import gather
+    from meshwasm.gateway.runner import state_path
+
+    gathered = gather(
+        tree=tree,
+        admin=admin,
+        config_dump=config_dump,
+        stats=stats,
+        logs=list(log or []),
+        gateway=gateway,
+        state_file=state_path(),
+    )
+    findings = diagnose(gathered.inputs)
+    if json_output:
+        ui.stdout.print_json(
+            json.dumps({"source": gathered.source, "notes": gathered.notes, **to_json(findings)})
+        )
+        return
+    ui.info(f"evidence: {gathered.source}")
+    for note in gathered.notes:
+        ui.info(f"note: {note}")
+    ui.stdout.print(render_text(findings), markup=False, highlight=False, soft_wrap=True)
+
+
 def register(app: typer.Typer) -> None:
     """Add this area's verbs to the root app."""
     app.command()(up)
     app.command()(inspect)
+    app.command()(doctor)

@@ -40,7 +40,8 @@ class GatewayView:
 
 def _sha256_of(path: str) -> str:
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        with Path(path).open("rb") as handle:
+            return hashlib.file_digest(handle, "sha256").hexdigest()
     except OSError:
         return "(unreadable)"
 

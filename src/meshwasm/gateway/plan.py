@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from meshwasm.errors import UsageError
 from meshwasm.fetcher.urls import decode_fetch_path
 from meshwasm.manifests import core
+from meshwasm.manifests.wasm_url import UnusableModuleUrl, module_url
 from meshwasm.translate import IstioResources, upstream_key
 
 _FQDN = re.compile(r"^(?P<name>[a-z0-9-]+)\.(?P<namespace>[a-z0-9-]+)(\.svc(\..*)?)?$")
@@ -159,6 +160,11 @@ def oci_urls(istio: IstioResources) -> list[str]:
             try:
                 url = decode_fetch_path(url.rsplit("/fetch/", 1)[1])
             except Exception:  # noqa: S112 - a URL that is not ours is simply not a registry reference
+                continue
+        else:
+            try:
+                url = module_url(url)  # no scheme means oci://, as istiod reads it
+            except UnusableModuleUrl:
                 continue
         if url.startswith("oci://"):
             urls.append(url)

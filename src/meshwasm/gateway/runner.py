@@ -5,8 +5,10 @@ then the registry (optional), the wasmfetcher, the upstreams, Envoy; then the
 agent resolves modules and the translated config reaches Envoy through
 file-based xDS. While running, edits to the tree are re-rendered and applied
 without restarting Envoy (an invalid edit is reported and the previous config
-keeps serving), and ``Always`` modules are re-checked at the fetcher. Stop
-order is the reverse, each process by its pid.
+keeps serving); as in Istio, an edit that changes a WasmPlugin (its resource
+version) re-pulls its module under ``Always``. Polling for new modules without
+an edit is not Istio and happens only with ``--poll-modules``. Stop order is
+the reverse, each process by its pid.
 """
 
 from __future__ import annotations
@@ -24,12 +26,15 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from meshwasm import stopping
 from meshwasm.envoy import resources as r
 from meshwasm.envoy.runtime import FileXdsEnvoy
 from meshwasm.errors import MeshwasmError, UsageError
 from meshwasm.fetcher.process import FetcherProcess
 from meshwasm.gateway import plan as planning
-from meshwasm.gateway.agent import ModuleAgent, pull_policy
+from meshwasm.gateway import pull_secrets
+from meshwasm.gateway.agent import ModuleAgent, Resolution, plugin_key, pull_policy, resource_version
+from meshwasm.gateway.doctor import up_record
 from meshwasm.gateway.upstreams import HttpbinProcess
 from meshwasm.manifests import istio, load
 from meshwasm.net import free_port, port_in_use
@@ -67,6 +72,9 @@ class UpOptions:
     gateway: str | None = None
     cache_dir: Path = field(default_factory=default_cache_dir)
     repull_interval: float = 1.0
+    # Not Istio: re-check Always modules at the fetcher every repull_interval (ETag) without an edit.
+    poll_modules: bool = False
+    pull_secret_files: list[Path] = field(default_factory=list)  # Secret manifests for imagePullSecret
     restart_envoy: int = 3  # restarts allowed after Envoy dies unexpectedly; then exit non-zero
     state_file: Path | None = None
     require_signature: list[str] = field(default_factory=list)  # SCOPE=KEYFILE flags
@@ -96,6 +104,8 @@ class LocalGateway:
         self.envoy_restarts = 0
         self.reported_errors: set[str] = set()
         self.applied_filters: set[str] = set()  # ECDS filters this Envoy serves some config for
+        self.resolutions: dict[str, Resolution] = {}  # the agent's last word per plugin (for doctor)
+        self.given_secrets = pull_secrets.load_secret_files(options.pull_secret_files)
 
     # ----- rendering (no side effects)
 
@@ -121,13 +131,18 @@ class LocalGateway:
         if self.options.push and not self.options.start_registry and not registries:
             raise UsageError("--push needs image references in the tree (oci://...)")
 
+        # A stop asked for meanwhile ends the start-up before the next process starts.
         if self.options.start_registry:
+            stopping.check()
             self._start_registry(registries)
         if self.options.push:
+            stopping.check()
             self._push(self.options.push, planning.oci_urls(istio_resources))
         if self.options.use_fetcher:
+            stopping.check()
             self._start_fetcher(registries, signature_rules)
         if upstream_plan.httpbin:
+            stopping.check()
             self.httpbin = HttpbinProcess(workdir=self.workdir / "httpbin", host="127.0.0.1")
             self.say(f"starting httpbin for {', '.join(upstream_plan.httpbin)}")
             self.httpbin.start()
@@ -144,6 +159,7 @@ class LocalGateway:
         self.agent = ModuleAgent(
             self.options.cache_dir / "agent", allowed_hosts=allowed, signature_policy=signature_policy
         )
+        stopping.check()
         self._start_envoy()
         self.apply(rendered, first=True)
         self._write_state()
@@ -229,19 +245,25 @@ class LocalGateway:
 
     # ----- applying a rendered tree
 
-    def resolve_modules(self, istio_resources: IstioResources, *, changed: set[str]) -> dict[str, str]:
+    def resolve_modules(self, istio_resources: IstioResources, *, forced: set[str]) -> dict[str, str]:
         assert self.agent is not None
+        secrets = [*pull_secrets.secrets_in(istio_resources.core), *self.given_secrets]
         files: dict[str, str] = {}
-        for original in istio_resources.wasm_plugins:
-            key = f"{original.namespace}/{original.name}"
-            url = module_url(original)
-            # The agent fetches the URL istiod sends it: one without a scheme is oci://.
-            plugin = original.model_copy(update={"spec": original.spec.model_copy(update={"url": url})})
-            # Istio re-pulls an Always module when its resource changes.
-            force = key in changed and pull_policy(plugin) == "Always"
+        self.resolutions = {}
+        for plugin in istio_resources.wasm_plugins:
+            stopping.check()
+            key = plugin_key(plugin)
+            # The URL istiod sends the agent (no scheme means oci://): the translator keys files by it.
+            url = module_url(plugin)
+            namespace = plugin.namespace or "default"
+            secret = pull_secrets.lookup(plugin.spec.image_pull_secret, namespace, secrets)
             started = time.monotonic()
             self.say(f"resolving module for {key}: {url}")
-            result = self.agent.resolve(plugin, force=force)
+            # The agent reads the url as istiod does too, and refuses one istiod would drop.
+            result = self.agent.resolve(
+                plugin, resource_version=resource_version(plugin), pull_secret=secret, force=key in forced
+            )
+            self.resolutions[key] = result
             if result.path:
                 files[url] = result.path
                 how = "fetched" if result.fetched else "cached"
@@ -264,11 +286,12 @@ class LocalGateway:
             workload_namespace=self.workload.namespace,
         )
 
-    def apply(self, rendered: Rendered, *, first: bool = False, changed: set[str] | None = None) -> None:
+    def apply(self, rendered: Rendered, *, first: bool = False, forced: set[str] | None = None) -> None:
         """Resolve modules, translate, and deliver: filters first, then clusters, then listeners,
-        so a listener never refers to a filter or cluster Envoy does not have."""
+        so a listener never refers to a filter or cluster Envoy does not have. ``forced``: plugins
+        whose modules are fetched whatever their pull policy (--poll-modules found new bytes)."""
         assert self.envoy is not None
-        files = self.resolve_modules(rendered.istio, changed=changed or set())
+        files = self.resolve_modules(rendered.istio, forced=forced or set())
         config = self.translate(rendered.istio, files)
         old_filters = set(self.envoy.xds.directory.glob("ecds-*.yaml"))
         before = {f["name"]: self.envoy.filter_updates(f["name"]) for f in config.filters}
@@ -289,6 +312,8 @@ class LocalGateway:
         for stale in old_filters - keep:
             stale.unlink(missing_ok=True)
         self.current = rendered
+        if not first:
+            self._write_state()  # what doctor reads: the agent's results of this apply
 
     def _plugin_failed_in_envoy(self, istio_resources: IstioResources, typed: dict[str, Any]) -> None:
         """Envoy rejected a Wasm filter (its module refused to start, usually a bad config).
@@ -334,12 +359,13 @@ class LocalGateway:
     def serve_forever(self, stop: Callable[[], bool] = lambda: False) -> None:
         last_poll = time.monotonic()
         while not stop():
+            stopping.check()
             time.sleep(0.25)
             self._keep_envoy_alive()
             if not self.options.watch:
                 continue
             self._reload_if_edited()
-            if time.monotonic() - last_poll >= self.options.repull_interval:
+            if self.options.poll_modules and time.monotonic() - last_poll >= self.options.repull_interval:
                 last_poll = time.monotonic()
                 self._repull_always()
 
@@ -380,9 +406,8 @@ class LocalGateway:
             )
             self.current = Rendered(self.current.istio, tree_signature(self.options.tree))
             return
-        changed = _changed_plugins(self.current.istio, rendered.istio)
         try:
-            self.apply(rendered, changed=changed)
+            self.apply(rendered)
         except MeshwasmError as exc:
             self.say(f"edit could not be applied: {exc}")
             self.current = Rendered(self.current.istio, rendered.signature)
@@ -390,8 +415,8 @@ class LocalGateway:
         self.say(f"applied edit in {time.monotonic() - started:.2f} s")
 
     def _repull_always(self) -> None:
-        """``Always`` plugins: when the fetcher now serves other bytes (a push under the same
-        tag), fetch and load them; a failed check keeps the loaded module."""
+        """``--poll-modules`` (not Istio): ``Always`` plugins whose fetcher now serves other bytes (a
+        push under the same tag) get them without an edit; a failed check keeps the loaded module."""
         assert self.current is not None
         assert self.agent is not None
         stale = {
@@ -402,7 +427,7 @@ class LocalGateway:
         if stale:
             started = time.monotonic()
             self.say(f"new module for {', '.join(sorted(stale))}; reloading")
-            self.apply(self.current, changed=stale)
+            self.apply(self.current, forced=stale)
             self.say(f"applied new module in {time.monotonic() - started:.2f} s")
 
     # ----- stopping
@@ -437,6 +462,13 @@ class LocalGateway:
             "hostnames": self.workload.hostnames if self.workload else [],
             "fetcher": self.fetcher.url if self.fetcher else None,
             "workdir": str(self.workdir),
+            "doctor": up_record(
+                self.resolutions.values(),
+                envoy_log=self.envoy.process.log_path,
+                tree=self.options.tree,
+                labels=self.workload.labels if self.workload else {},
+                namespace=self.workload.namespace if self.workload else None,
+            ),
         }
         for path in filter(None, [self.options.state_file, state_path()]):
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -489,14 +521,6 @@ def tree_signature(root: Path) -> str:
 
 # Entries the watch compares (a tree past this is refused by the loader long before).
 _SIGNATURE_MAX_ENTRIES = 200_000
-
-
-def _changed_plugins(old: IstioResources, new: IstioResources) -> set[str]:
-    def specs(resources: IstioResources) -> dict[str, Any]:
-        return {f"{p.namespace}/{p.name}": p.spec.model_dump() for p in resources.wasm_plugins}
-
-    before, after = specs(old), specs(new)
-    return {key for key in after if before.get(key) != after[key]}
 
 
 def _registry_answers(address: str) -> bool:

@@ -33,6 +33,7 @@ from meshwasm.oci.errors import (
     InsecureRegistryError,
     ModuleTooLarge,
     NotAWasmImage,
+    PluginNotInLayer,
     PullTimeout,
     RegistryError,
     RegistryUnavailable,
@@ -42,6 +43,7 @@ from meshwasm.oci.image import (
     BuiltImage,
     Descriptor,
     Layout,
+    check_wasm,
     referenced_blobs,
     sha256_digest,
 )
@@ -54,8 +56,7 @@ from meshwasm.oci.manifest import (
     select_from_index,
 )
 from meshwasm.oci.reference import Reference
-from meshwasm.oci.transport import RegistrySession, RequestGuard, TransportFactory
-from meshwasm.wasm.binary import WASM_MAGIC
+from meshwasm.oci.transport import ChallengeGuard, RegistrySession, RequestGuard, TransportFactory
 
 __all__ = [
     "DEFAULT_MAX_MODULE_SIZE",
@@ -180,6 +181,7 @@ class RegistryClient:
         plain_http_loopback: bool = True,
         pull_timeout: float | None = None,
         transport_factory: TransportFactory | None = None,
+        challenge_guard: ChallengeGuard | None = None,
     ):
         """``insecure``: registries (``host[:port]``) allowed plain http / unverified TLS (loopback
         always may use http). ``request_guard`` is called with every outgoing request, redirects
@@ -189,7 +191,8 @@ class RegistryClient:
         ``pull_timeout``: the deadline of a whole pull (every request, redirect, token fetch and
         the layer's extraction), where ``timeout`` bounds each network wait. ``transport_factory``
         makes the httpx transport for verified (True) or unverified TLS; the default connects
-        under the current deadline (:mod:`meshwasm.safehttp`)."""
+        under the current deadline (:mod:`meshwasm.safehttp`). ``challenge_guard`` sees every
+        401's ``WWW-Authenticate`` headers and raises to refuse (Istio's realm check)."""
         self.max_module_size = max_module_size
         self.chunk_size = chunk_size
         self.pull_timeout = pull_timeout
@@ -200,6 +203,7 @@ class RegistryClient:
             request_guard=request_guard,
             plain_http_loopback=plain_http_loopback,
             transport_factory=transport_factory,
+            challenge_guard=challenge_guard,
         )
 
     def close(self) -> None:
@@ -276,6 +280,15 @@ class RegistryClient:
             media_type, doc = parse_manifest(raw, content_type=content_type, where=str(ref))
         return _Manifest(media_type=media_type, digest=digest, raw=raw, doc=doc)
 
+    def image_digests(self, ref: Reference) -> tuple[str, str | None]:
+        """The digest of the image manifest ``ref`` resolves to (an index followed to its
+        linux/amd64 image), the checksum Istio's agent compares a WasmPlugin's ``sha256`` with and
+        keys its cache by; and the index's digest when ``ref`` names an index. Manifests only
+        (small, capped), within ``pull_timeout``."""
+        with deadline_scope(self.pull_timeout, f"resolving {ref}"), _deadline_errors():
+            manifest, index_digest = self._image_manifest(ref)
+        return manifest.digest, index_digest
+
     def _image_manifest(self, ref: Reference) -> tuple[_Manifest, str | None]:
         """The image manifest ``ref`` names, following indexes; returns it and the top index digest."""
         manifest = self.get_manifest(ref)
@@ -326,7 +339,7 @@ class RegistryClient:
             manifest, index_digest = self._image_manifest(ref)
             with _registry_data():
                 wasm = find_wasm_layer(manifest.media_type, manifest.doc, where=str(ref))
-            path, sha256, size = self._module_file(ref, wasm, Path(directory), progress, on_write)
+            path, sha256, size, wasm = self._module_file(ref, wasm, Path(directory), progress, on_write)
         return PulledFile(
             path=path,
             sha256=sha256,
@@ -344,6 +357,27 @@ class RegistryClient:
         directory: Path,
         progress: ProgressCallback | None,
         on_write: Callable[[int], None] | None = None,
+    ) -> tuple[Path, str, int, WasmLayer]:
+        """The module of ``wasm`` (or of its fallback, as Istio tries it) in a new file; returns
+        the file, its sha256, its size and the layer it came from."""
+        try:
+            path, sha256, size = self._layer_to_file(ref, wasm, directory, progress, on_write)
+        except PluginNotInLayer:
+            if wasm.fallback is None:
+                raise
+            # Istio's order: the compat variant failed (no plugin.wasm, or an unreadable tar),
+            # so the oci variant's wasm layer of the same two-layer image.
+            wasm = wasm.fallback
+            path, sha256, size = self._layer_to_file(ref, wasm, directory, progress, on_write)
+        return path, sha256, size, wasm
+
+    def _layer_to_file(
+        self,
+        ref: Reference,
+        wasm: WasmLayer,
+        directory: Path,
+        progress: ProgressCallback | None,
+        on_write: Callable[[int], None] | None,
     ) -> tuple[Path, str, int]:
         where = f"{ref} layer {wasm.layer.digest}"
         module = _TempFile(directory, ".pull-", ".wasm", on_write)
@@ -354,12 +388,7 @@ class RegistryClient:
                         ref, wasm.layer, sink, max_size=self.max_module_size, progress=progress
                     )
                 with module.path.open("rb") as written:
-                    head = written.read(4)
-                if head != WASM_MAGIC:
-                    raise NotAWasmImage(
-                        f"{where}: content is not a WebAssembly module "
-                        f"(starts with {head!r}, not b'\\x00asm')"
-                    )
+                    check_wasm(written.read(8), source=where)
                 return module.keep(), wasm.layer.digest.split(":", 1)[1], wasm.layer.size
             layer = _TempFile(directory, ".layer-", ".tar.gz", on_write)
             try:

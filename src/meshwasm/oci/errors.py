@@ -46,6 +46,10 @@ class NotAWasmImage(RegistryError):
     exit_code = ExitCode.INTEGRITY
 
 
+class PluginNotInLayer(NotAWasmImage):
+    """A tar+gzip layer that is unreadable or holds no ``plugin.wasm`` (Istio then tries the oci variant)."""
+
+
 class DigestMismatch(RegistryError):
     """Bytes received do not hash to the digest that was asked for or announced."""
 

@@ -4,8 +4,10 @@ Two variants, as Istio's agent accepts them (solo-io wasm image spec):
 
 - ``compat``: an ordinary OCI image, one ``tar+gzip`` layer holding ``plugin.wasm``, manifest
   annotation ``module.wasm.image/variant=compat``;
-- ``oci``: config ``application/vnd.module.wasm.config.v1+json`` and one raw
-  ``application/vnd.module.wasm.content.layer.v1+wasm`` layer (exactly two descriptors).
+- ``oci``: the solo-io spec's two layers, the runtime config
+  (``application/vnd.module.wasm.config.v1+json``, titled ``runtime-config.json``, also the
+  manifest's config) and the raw module (``application/vnd.module.wasm.content.layer.v1+wasm``,
+  titled ``plugin.wasm``). Istio's agent requires exactly two layers for this variant.
 
 Builds are reproducible: fixed tar metadata (mtime 0, uid/gid 0, no names), gzip without
 timestamp or file name, canonical JSON; ``created`` appears only when asked for.
@@ -113,10 +115,16 @@ class BuiltImage:
 
 
 def check_wasm(data: bytes, *, source: str) -> None:
-    """Raise :class:`NotAWasmImage` unless ``data`` starts with the wasm magic ``\\0asm``."""
+    """Raise :class:`NotAWasmImage` unless ``data`` is at least a wasm header (8 bytes) starting with
+    the magic ``\\0asm``: what Istio's agent checks (pkg/wasm/cache.go ``isValidWasmBinary``)."""
     if not data.startswith(WASM_MAGIC):
         raise NotAWasmImage(
             f"{source} is not a WebAssembly module: it starts with {data[:4]!r}, not b'\\x00asm'",
+            hint="pass the .wasm file the build produced (e.g. build/add-header.wasm)",
+        )
+    if len(data) < 8:
+        raise NotAWasmImage(
+            f"{source} is not a WebAssembly module: {len(data)} bytes, shorter than the 8-byte wasm header",
             hint="pass the .wasm file the build produced (e.g. build/add-header.wasm)",
         )
 
@@ -173,8 +181,9 @@ def build_image(
         config_desc = Descriptor(mt.OCI_CONFIG, sha256_digest(config), len(config))
         layer_desc = Descriptor(mt.OCI_LAYER_TAR_GZIP, sha256_digest(layer), len(layer))
         manifest_annotations[mt.VARIANT_ANNOTATION] = "compat"
+        layers = [layer_desc]
+        blobs = {config_desc.digest: config, layer_desc.digest: layer}
     else:
-        layer = module
         info = inspect_module(module, source=source)
         config_doc = {"type": "envoy_proxy"}
         abi = ["v" + version.replace("_", ".") for version in info.abi_versions]
@@ -184,14 +193,27 @@ def build_image(
             config_doc["created"] = created
         config = canonical_json(config_doc)
         config_desc = Descriptor(mt.WASM_CONFIG, sha256_digest(config), len(config))
-        layer_desc = Descriptor(
-            mt.WASM_LAYER, sha256_digest(layer), len(layer), annotations={mt.TITLE_ANNOTATION: mt.PLUGIN_FILE}
+        # The spec's two layers: the runtime config, then the module. Istio's agent refuses an oci
+        # variant image without exactly two layers (pkg/wasm/imagefetcher.go extractOCIArtifactImage).
+        runtime_config_layer = Descriptor(
+            mt.WASM_CONFIG,
+            config_desc.digest,
+            config_desc.size,
+            annotations={mt.TITLE_ANNOTATION: mt.RUNTIME_CONFIG_FILE},
         )
+        module_layer = Descriptor(
+            mt.WASM_LAYER,
+            sha256_digest(module),
+            len(module),
+            annotations={mt.TITLE_ANNOTATION: mt.PLUGIN_FILE},
+        )
+        layers = [runtime_config_layer, module_layer]
+        blobs = {config_desc.digest: config, module_layer.digest: module}
     manifest_doc: dict[str, Any] = {
         "schemaVersion": 2,
         "mediaType": mt.OCI_MANIFEST,
         "config": config_desc.to_json(),
-        "layers": [layer_desc.to_json()],
+        "layers": [layer.to_json() for layer in layers],
     }
     if manifest_annotations:
         manifest_doc["annotations"] = dict(sorted(manifest_annotations.items()))
@@ -199,8 +221,8 @@ def build_image(
         variant=variant,
         manifest=canonical_json(manifest_doc),
         config=config_desc,
-        layers=[layer_desc],
-        blobs={config_desc.digest: config, layer_desc.digest: layer},
+        layers=layers,
+        blobs=blobs,
     )
 
 

@@ -13,6 +13,9 @@ memory), and refuses
 - running past the current deadline (:mod:`meshwasm.deadline`).
 
 Which entry holds the module is the caller's ``select`` (see :mod:`meshwasm.oci.manifest`).
+The entry's data is read as Go's tar reader (Istio's) reads it: a directory, link, device or FIFO
+entry has none, whatever its size field says, so one with a size of 0 yields an empty module (which
+then fails the wasm check) and one announcing more bytes is an unreadable entry.
 """
 
 from __future__ import annotations
@@ -25,10 +28,22 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from meshwasm.deadline import check_deadline
-from meshwasm.oci.errors import ModuleTooLarge, NotAWasmImage, TooManyLayerMembers
+from meshwasm.oci.errors import ModuleTooLarge, NotAWasmImage, PluginNotInLayer, TooManyLayerMembers
 
 MAX_MEMBERS = 1000
 _CHUNK = 256 * 1024
+# Go's archive/tar maxSpecialFileSize: the most a PAX header or GNU long name may hold.
+MAX_SPECIAL_ENTRY = 1 << 20
+_SPECIAL_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
+# Go's archive/tar isHeaderOnlyType: entries whose data it never reads.
+HEADER_ONLY_TYPES = {
+    tarfile.LNKTYPE: "hard link",
+    tarfile.SYMTYPE: "symbolic link",
+    tarfile.CHRTYPE: "character device",
+    tarfile.BLKTYPE: "block device",
+    tarfile.DIRTYPE: "directory",
+    tarfile.FIFOTYPE: "FIFO",
+}
 
 
 class _CappedReader(io.RawIOBase):
@@ -50,6 +65,28 @@ class _CappedReader(io.RawIOBase):
         return len(data)
 
 
+class SpecialEntryTooLong(tarfile.TarError):
+    """A PAX header or GNU long name over :data:`MAX_SPECIAL_ENTRY` bytes."""
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """Refuses a PAX header or GNU long name over 1 MiB before reading it: Python's tarfile would
+    read any size into memory; Go's tar reader (Istio's) refuses them with ErrFieldTooLong."""
+
+    def _proc_member(self, archive: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in _SPECIAL_TYPES and self.size > MAX_SPECIAL_ENTRY:
+            raise SpecialEntryTooLong(
+                f"a {self.size}-byte PAX header or long name (at most {MAX_SPECIAL_ENTRY} are read)"
+            )
+        processed: tarfile.TarInfo = super()._proc_member(archive)  # type: ignore[misc]  # not in typeshed
+        return processed
+
+
+def open_tar_stream(fileobj: IO[bytes]) -> tarfile.TarFile:
+    """A streaming tar reader over ``fileobj`` whose header records are bounded as Go's are."""
+    return tarfile.open(fileobj=fileobj, mode="r|", tarinfo=_BoundedTarInfo)
+
+
 def extract_member(
     layer: IO[bytes],
     sink: IO[bytes],
@@ -68,13 +105,14 @@ def extract_member(
     Returns the entry's size. ``name`` is what the entry is called in messages; ``check_head``
     sees the entry's first bytes (up to 8) before the rest is copied. Raises
     :class:`TooManyLayerMembers`, :class:`ModuleTooLarge` (entry over ``max_size`` or stream
-    over ``max_bytes``), :class:`NotAWasmImage` (unreadable layer, entry missing) or
+    over ``max_bytes``), :class:`PluginNotInLayer` (unreadable layer, entry missing: Istio
+    then tries the image's oci variant), whatever ``check_head`` raises, or
     :class:`~meshwasm.deadline.DeadlineExceeded`.
     """
     capped = _CappedReader(gzip.GzipFile(fileobj=layer, mode="rb"), max_bytes, where)  # type: ignore[arg-type]
     seen = 0
     try:
-        with tarfile.open(fileobj=io.BufferedReader(capped, _CHUNK), mode="r|") as tar:
+        with open_tar_stream(io.BufferedReader(capped, _CHUNK)) as tar:
             while True:
                 member = tar.next()
                 if member is None:
@@ -89,10 +127,28 @@ def extract_member(
                         )
                     check_deadline()
                     continue
+                kind = HEADER_ONLY_TYPES.get(member.type)
+                if kind is not None:
+                    if member.size > 0:
+                        # Istio: "failed to read plugin.wasm: EOF" (then it tries the oci variant).
+                        raise PluginNotInLayer(
+                            f"{where}: {name} is a {kind} entry announcing {member.size} bytes it "
+                            "cannot hold (tar readers give such entries no data)"
+                        )
+                    if check_head is not None:
+                        # Istio extracts 0 bytes here, then refuses them as "invalid" (no oci fallback).
+                        raise NotAWasmImage(
+                            f"{where}: the first entry named {name} is a {kind}, which holds no data, "
+                            "so there is no WebAssembly module (the first entry of that name is taken, "
+                            "whatever its type)",
+                            hint=missing_hint,
+                        )
+                    return 0
                 if member.size > max_size:
                     raise ModuleTooLarge(
                         f"{where}: {name} is {member.size} bytes, over the {max_size}-byte limit"
                     )
+                # Regular entries, and (as in Go) entries of unknown types, are read as files.
                 source = tar.extractfile(member)
                 if source is None:
                     break
@@ -100,8 +156,8 @@ def extract_member(
     except _SinkFailed as failed:
         raise failed.error from None  # the disk we write to, not the layer
     except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise NotAWasmImage(f"{where}: layer is not a readable tar+gzip ({exc})") from exc
-    raise NotAWasmImage(f"{where}: the layer holds no {name}", hint=missing_hint)
+        raise PluginNotInLayer(f"{where}: layer is not a readable tar+gzip ({exc})") from exc
+    raise PluginNotInLayer(f"{where}: the layer holds no {name}", hint=missing_hint)
 
 
 class _SinkFailed(Exception):

@@ -64,7 +64,8 @@ class AccessLogEntry:
 class LocalRegistry(ManagedProcess):
     """A distribution registry on ``127.0.0.1:<free port>`` with its own storage and log.
 
-    ``htpasswd``: Basic auth from that bcrypt file; ``token``: bearer-token auth;
+    ``htpasswd``: Basic auth from that bcrypt file, challenging with ``basic_realm``; ``token``:
+    bearer-token auth;
     ``redirect_blobs_to``: blob downloads redirect to that base URL plus the storage path.
     """
 
@@ -77,6 +78,7 @@ class LocalRegistry(ManagedProcess):
         redirect_blobs_to: str | None = None,
         host: str = "127.0.0.1",
         port: int | None = None,
+        basic_realm: str = "meshwasm-local",
     ):
         self.workdir = Path(workdir)
         self.host = host
@@ -86,6 +88,7 @@ class LocalRegistry(ManagedProcess):
         self.htpasswd = htpasswd
         self.token = token
         self.redirect_blobs_to = redirect_blobs_to
+        self.basic_realm = basic_realm
         binary = find_registry_binary()
         argv = [str(binary), "serve", str(self.config_path)]
         env = dict(os.environ)
@@ -120,7 +123,7 @@ class LocalRegistry(ManagedProcess):
                 "storage": [{"name": "redirect", "options": {"baseurl": self.redirect_blobs_to}}]
             }
         if self.htpasswd is not None:
-            doc["auth"] = {"htpasswd": {"realm": "meshwasm-local", "path": str(self.htpasswd)}}
+            doc["auth"] = {"htpasswd": {"realm": self.basic_realm, "path": str(self.htpasswd)}}
         elif self.token is not None:
             doc["auth"] = {
                 "token": {

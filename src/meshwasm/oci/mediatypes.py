@@ -23,6 +23,7 @@ CREATED_ANNOTATION = "org.opencontainers.image.created"
 SOURCE_ANNOTATION = "org.opencontainers.image.source"
 
 PLUGIN_FILE = "plugin.wasm"
+RUNTIME_CONFIG_FILE = "runtime-config.json"  # the oci variant's config layer (solo-io wasm image spec)
 
 IMAGE_MANIFESTS = (OCI_MANIFEST, DOCKER_MANIFEST)
 INDEXES = (OCI_INDEX, DOCKER_MANIFEST_LIST)

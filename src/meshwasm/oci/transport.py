@@ -9,6 +9,8 @@ One :class:`RegistrySession` per client. It
   refuses http to a host that may not use it;
 - connects through ``transport_factory`` (default: :class:`meshwasm.safehttp.GuardedTransport`
   without an address check), so every network wait honours the current deadline;
+- shows every ``401``'s ``WWW-Authenticate`` headers to ``challenge_guard`` (an httpx response
+  hook), which may refuse the response (Istio's realm check);
 - answers ``401`` challenges: ``Basic`` with the registry's credentials, ``Bearer`` by fetching a
   token from the challenge's realm (Docker token protocol; identity tokens through the OAuth2
   refresh-token grant) and caching it per registry and scope;
@@ -46,6 +48,8 @@ TransportFactory = Callable[[bool], httpx.BaseTransport]
 """``factory(verify_tls)`` -> the transport for a client of that TLS mode."""
 HOP = "meshwasm.hop"  # request extension: which hop of an operation a request is
 _ORIGIN = "meshwasm.origin"  # request extension: the host the operation addressed
+# Sees the WWW-Authenticate headers of every 401 before it is answered; raises to refuse.
+ChallengeGuard = Callable[[list[str]], None]
 BodyFactory = Callable[[], Iterable[bytes] | bytes]
 _CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"([^"]*)"|([^\s,]+))')
 _USER_AGENT = "meshwasm-oci/0.1"
@@ -121,12 +125,14 @@ class RegistrySession:
         request_guard: RequestGuard | None,
         plain_http_loopback: bool = True,
         transport_factory: TransportFactory | None = None,
+        challenge_guard: ChallengeGuard | None = None,
     ):
         self._loopback_http = plain_http_loopback
         # A caller's transport (the fetcher's, which checks addresses) must see every connection:
         # no proxies from the environment then. Without one (the CLI), HTTPS_PROXY is honoured.
         self._trust_env = transport_factory is None
         self._transport_factory = transport_factory or _deadline_transport
+        self._challenge_guard = challenge_guard
         self.credentials = credentials or Credentials()
         self._insecure = {h.lower() for h in insecure}
         self._guard = request_guard
@@ -147,6 +153,13 @@ class RegistrySession:
     def may_use_http(self, host: str) -> bool:
         """Plain http is allowed to loopback hosts and to registries marked insecure."""
         return (self._loopback_http and is_loopback(host)) or self.marked_insecure(host)
+
+    def _check_response(self, response: httpx.Response) -> None:
+        # Every 401 of the session (the /v2/ probe, the retried request, the token realm's own)
+        # goes through the challenge guard, as every response of Istio's image fetcher goes
+        # through its ssrfProtectionTransport.
+        if response.status_code == 401 and self._challenge_guard is not None:
+            self._challenge_guard(response.headers.get_list("WWW-Authenticate"))
 
     def _check_request(self, request: httpx.Request) -> None:
         origin = request.extensions.get(_ORIGIN)
@@ -177,7 +190,7 @@ class RegistrySession:
             max_redirects=10,
             verify=verify,
             headers={"User-Agent": _USER_AGENT},
-            event_hooks={"request": [self._check_request]},
+            event_hooks={"request": [self._check_request], "response": [self._check_response]},
             transport=self._transport_factory(verify),
             trust_env=self._trust_env,
         )

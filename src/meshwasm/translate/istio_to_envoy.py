@@ -35,6 +35,7 @@ from meshwasm.envoy import resources as r
 from meshwasm.envoy.resources import Json
 from meshwasm.manifests import core, istio
 from meshwasm.manifests.problems import Problem
+from meshwasm.manifests.wasm_url import UnusableModuleUrl, go_url_error, go_url_scheme
 from meshwasm.translate import gateway_routes
 from meshwasm.translate import wasm_plugins as wp
 from meshwasm.translate.errors import TranslationError
@@ -48,11 +49,13 @@ __all__ = [
     "ROOT_NAMESPACE",
     "EnvoyConfig",
     "FilterConfigSourceFactory",
+    "ListenPort",
     "cluster_name",
     "failure_policy",
     "filter_name",
     "istio_to_envoy",
     "labels_match",
+    "listen_ports",
     "module_url",
     "upstream_key",
 ]
@@ -143,8 +146,17 @@ def module_url(plugin: istio.WasmPlugin) -> str:
     """The module URL istiod sends the agent: a URL without a scheme means ``oci://``; Go
     lower-cases the scheme."""
     url = plugin.spec.url
-    scheme = wp.go_scheme(url)
+    scheme = _scheme(url)
     return f"oci://{url}" if scheme is None else f"{scheme}{url[len(scheme) :]}"
+
+
+def _scheme(url: str) -> str | None:
+    """Go's scheme of ``url``; a leading ``:`` (Go's parse error, reported by :func:`go_url_error`)
+    counts as none here."""
+    try:
+        return go_url_scheme(url)
+    except UnusableModuleUrl:
+        return None
 
 
 def failure_policy(plugin: istio.WasmPlugin) -> str:
@@ -179,6 +191,48 @@ def istio_to_envoy(
         istio_resources, workload_labels, module_files, upstreams, xds, workload_namespace, root_namespace
     )
     return builder.build(bind_address, dict(port_map or {}))
+
+
+@dataclass(frozen=True)
+class ListenPort:
+    """A Gateway server port and the port the gateway's pods listen on for it (what a WasmPlugin's
+    ``match.ports`` name), with the Service that remapped it, if one did."""
+
+    server_port: int
+    port: int
+    service: str | None = None  # "namespace/name" of the Service whose targetPort it is
+
+
+def listen_ports(
+    istio_resources: IstioResources, *, workload_labels: Mapping[str, str], workload_namespace: str | None
+) -> list[ListenPort]:
+    """The ports of the Gateways selecting the workload, translated as :func:`istio_to_envoy` does
+    (a Service in the workload's namespace selecting it turns a server port into its targetPort)."""
+    builder = _Builder(
+        istio_resources, workload_labels, {}, {}, _no_source, workload_namespace, ROOT_NAMESPACE
+    )
+    services = builder.gateway_services()
+    out: dict[int, ListenPort] = {}
+    for gateway in istio_resources.gateways:
+        if not labels_match(gateway.spec.selector, workload_labels):
+            continue
+        for server in gateway.spec.servers:
+            number = server.port.number
+            port = builder.listen_port(number, services)
+            remapped_by = next(
+                (
+                    f"{s.namespace or 'default'}/{s.name}"
+                    for s in services
+                    if any(p.port == number for p in s.spec.ports)
+                ),
+                None,
+            )
+            out.setdefault(number, ListenPort(number, port, remapped_by if port != number else None))
+    return [out[number] for number in sorted(out)]
+
+
+def _no_source(_name: str) -> Json:
+    return {}
 
 
 @dataclass
@@ -416,7 +470,7 @@ class _Builder:
             return []
         usable = []
         for plugin in candidates:
-            scheme = wp.go_scheme(plugin.spec.url)
+            scheme = _scheme(plugin.spec.url)
             if scheme not in _URL_SCHEMES:
                 # Istio's validation (validateWasmPluginURL) refuses it at admission.
                 self.problem(
@@ -426,7 +480,7 @@ class _Builder:
                     "spec.url",
                 )
                 continue
-            error = wp.go_url_error(plugin.spec.url)
+            error = go_url_error(plugin.spec.url)
             if error is None:
                 usable.append(plugin)
                 continue

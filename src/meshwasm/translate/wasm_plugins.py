@@ -65,50 +65,6 @@ def filter_name(plugin: istio.WasmPlugin) -> str:
     return f"{ECDS_PREFIX}{plugin_config_name(plugin)}"
 
 
-def go_scheme(url: str) -> str | None:
-    """The scheme Go's url.Parse finds (lower-cased), None when there is none.
-
-    Go's getScheme: letters, then letters, digits, ``+``, ``-``, ``.`` up to a ``:``; a digit or one
-    of ``+-.`` first, or any other character before a ``:``, means no scheme. A leading ``:`` is
-    Go's "missing protocol scheme" error (:func:`go_url_error` reports it).
-    """
-    for index, char in enumerate(url):
-        if char.isascii() and char.isalpha():
-            continue
-        if char.isascii() and (char.isdigit() or char in "+-."):
-            if index == 0:
-                return None
-            continue
-        if char == ":" and index > 0:
-            return url[:index].lower()
-        return None
-    return None
-
-
-def go_url_error(url: str) -> str | None:
-    """The error Go's url.Parse gives for ``url`` (as istiod logs it when it drops the plugin),
-    for the ways a WasmPlugin url fails; None when it parses."""
-    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        return "invalid control character in URL"
-    rest = url.split("#", 1)[0]
-    if rest.startswith(":"):
-        return "missing protocol scheme"
-    scheme = go_scheme(rest)
-    if scheme is not None:
-        rest = rest[len(scheme) + 1 :]
-    rest = rest.split("?", 1)[0]
-    if not rest.startswith("/"):
-        if scheme is None and ":" in rest.split("/", 1)[0]:
-            return "first path segment in URL cannot contain colon"
-        return None
-    if rest.startswith("//"):
-        host = rest[2:].split("/", 1)[0].rsplit("@", 1)[-1]
-        port = host.rsplit("]", 1)[-1].partition(":")[2] if ":" in host.rsplit("]", 1)[-1] else ""
-        if port and not port.isdigit():
-            return f'invalid port ":{port}" after host'
-    return None
-
-
 def is_network(plugin: istio.WasmPlugin) -> bool:
     return plugin.spec.type == "NETWORK"
 

@@ -1,0 +1,1 @@
+"""Talking to any Kubernetes cluster: ``meshwasm apply`` (server-side apply, diff, prune)."""
