@@ -460,6 +460,41 @@ def test_plugin_refusing_its_config_in_envoy_is_reported_and_fails_closed(
         assert up.stop() == 0
 
 
+def test_a_refused_config_over_a_serving_one_does_not_block_later_edits(
+    tmp_path: Path, demo_wasm: Path
+) -> None:
+    """Envoy refuses a running plugin's new config and keeps the old one; a later edit that changes
+    the listener must still apply (Envoy refuses a listener naming a filter whose ECDS source holds
+    a config it cannot load, so that source must go back to the config that serves)."""
+    tree = copy_tree(tmp_path, free_port())
+    ext = tree / "wasm-extension.yaml"
+    text = ext.read_text()
+    ext.write_text("\n".join(line for line in text.splitlines() if "config-schema" not in line) + "\n")
+    gateway = tree / "tier2" / "gateway.yaml"
+    up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm))
+    try:
+        assert up.get().headers["x-ingress-header"] == "from tsb ingress gateway"
+        edit(gateway, "path: response", "path: sideways")
+        assert wait_until(lambda: "applied edit in" in up.log(), timeout=60), up.log()
+        assert "its previous config keeps serving" in up.log()
+        assert up.get().headers["x-ingress-header"] == "from tsb ingress gateway"
+        applied = up.log().count("applied edit in")
+        # A second virtual host: the listener changes (the plugin's config is still the refused one).
+        second_host = (
+            "    - hostname: other.tetrate.io\n      name: other\n      port: 80\n      routing:\n"
+            "        rules:\n          - route:\n              serviceDestination:\n"
+            '                host: "httpbin/httpbin.httpbin.svc.cluster.local"\n                port: 8000\n'
+        )
+        edit(gateway, "  wasmPlugins:\n", second_host + "  wasmPlugins:\n")
+        assert wait_until(lambda: up.log().count("applied edit in") > applied, timeout=60), up.log()
+        assert "edit could not be applied" not in up.log()
+        other = httpx.get(f"http://127.0.0.1:{up.port}/get", headers={"host": "other.tetrate.io"}, timeout=10)
+        assert other.status_code == 200
+        assert other.headers["x-ingress-header"] == "from tsb ingress gateway"
+    finally:
+        assert up.stop() == 0
+
+
 def test_sigterm_during_start_up_stops_everything(tmp_path: Path, demo_wasm: Path) -> None:
     tree = copy_tree(tmp_path, free_port())
     up = start_up(tmp_path, tree, "--registry", "--push", str(demo_wasm), wait_ready=False)

@@ -114,9 +114,50 @@ class FileXdsEnvoy:
                 f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
             )
 
-    def set_listeners(self, listeners: Sequence[Json]) -> None:
+    def set_listeners(self, listeners: Sequence[Json], timeout: float = 120.0) -> None:
+        """Replace the listeners; once Envoy runs, wait until it accepted or refused them.
+
+        Envoy keeps serving its old listeners when it refuses an LDS update (a filter it cannot
+        create, say), and the config dump still shows them active: only the LDS counters tell.
+        """
         self._listeners = {listener["name"]: listener for listener in listeners}
-        self.xds.write_listeners(list(self._listeners.values()))
+        before = self.listener_updates() if self.process.alive() else None
+        written = self.xds.write_listeners(list(self._listeners.values()))
+        if written and before is not None:
+            self._wait_listeners_update(before, timeout)
+
+    def listener_updates(self) -> tuple[int, int] | None:
+        """LDS updates Envoy has (accepted, rejected) so far; None while the admin does not answer."""
+        try:
+            stats = self.admin.stats(r"^listener_manager\.lds\.update_(success|rejected)$")
+        except httpx.HTTPError:
+            return None
+        return (
+            stats.get("listener_manager.lds.update_success", 0),
+            stats.get("listener_manager.lds.update_rejected", 0),
+        )
+
+    def _wait_listeners_update(self, before: tuple[int, int], timeout: float) -> None:
+        outcome: list[bool] = []
+
+        def settled() -> bool:
+            now = self.listener_updates()
+            if now is not None and now[1] > before[1]:
+                outcome.append(False)
+            elif now is not None and now[0] > before[0]:
+                outcome.append(True)
+            return bool(outcome)
+
+        if not wait_until(settled, timeout=timeout, interval=0.05, alive=self.process.alive):
+            self.process.ensure_alive()
+            raise MeshwasmError(
+                f"Envoy neither accepted nor refused the listeners within {timeout:.0f} s;"
+                f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
+            )
+        if not outcome[0]:
+            refusals = self.process.log_lines("lds: listener")
+            reason = refusals[-1].split("] ", 2)[-1] if refusals else f"see {self.process.log_path}"
+            raise MeshwasmError(f"Envoy refused the listeners and keeps the previous ones: {reason}")
 
     def upsert_listener(self, listener: Json) -> None:
         self._listeners[listener["name"]] = listener

@@ -91,6 +91,16 @@ class DoctorInput:
     module_sha256: dict[str, str] = field(default_factory=dict)  # module file -> sha256 (readable here)
     fetcher_results: dict[str, str] = field(default_factory=dict)  # module URL -> the wasmfetcher's code
     local_gateway: bool = False  # meshwasm up (its fixes differ from a cluster's)
+    # meshwasm up: filter -> the config Envoy refused while an earlier one serves (up puts the
+    # serving config back in the filter's file, so the dump shows that one).
+    refused: dict[str, RefusedConfig] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RefusedConfig:
+    configuration: str
+    refused_at: datetime
+    accepted_at: datetime | None
 
 
 @dataclass
@@ -453,6 +463,24 @@ class _Diagnoser:
             finding.status, finding.reason = "config-refused", "never-loaded"
             finding.summary = (
                 f"Envoy refused its config and has never run it: {quoted or '(no log line given)'}."
+            )
+            finding.fix = self._config_fix(plugin)
+            finding.evidence.extend(f"log: {ln.message}" for ln in lines)
+            return finding
+        recorded = self.inp.refused.get(f.name)
+        if recorded is not None and recorded.configuration != f.configuration:
+            all_lines = refused_config_lines(self.inp.log, f.plugin_name)
+            lines = [ln for ln in all_lines if _after(ln, recorded.accepted_at)] or all_lines[-1:]
+            quoted = "; ".join(_plugin_message(ln) for ln in lines)
+            since = (
+                f" accepted at {recorded.accepted_at:%H:%M:%S}"
+                if recorded.accepted_at
+                else " accepted before"
+            )
+            finding.status, finding.reason = "config-refused", "previous-config"
+            finding.summary = (
+                f"Envoy refused its latest config ({recorded.refused_at:%H:%M:%S} UTC) and runs the one it"
+                f"{since}: {quoted or '(no log line given)'}."
             )
             finding.fix = self._config_fix(plugin)
             finding.evidence.extend(f"log: {ln.message}" for ln in lines)
@@ -843,6 +871,7 @@ def up_record(
     tree: Path,
     labels: Mapping[str, str],
     namespace: str | None,
+    refused: Mapping[str, Mapping[str, str]] | None = None,
 ) -> dict[str, Any]:
     """The part of ``meshwasm up``'s state file doctor reads (``resolutions``: the agent's
     :class:`meshwasm.gateway.agent.Resolution` objects of the last apply)."""
@@ -854,6 +883,7 @@ def up_record(
             r.plugin: {"url": r.url, "path": r.path, "sha256": r.sha256, "error": r.error}
             for r in resolutions
         },
+        "refused": {name: dict(entry) for name, entry in (refused or {}).items()},
     }
 
 
@@ -863,6 +893,19 @@ def agent_records(record: Mapping[str, Any]) -> dict[str, AgentRecord]:
     for plugin, entry in (record.get("agent") or {}).items():
         out[plugin] = AgentRecord(
             plugin, entry.get("url", ""), entry.get("path"), entry.get("sha256"), entry.get("error")
+        )
+    return out
+
+
+def refused_records(record: Mapping[str, Any]) -> dict[str, RefusedConfig]:
+    """:class:`RefusedConfig` by filter name from :func:`up_record`'s output."""
+    out: dict[str, RefusedConfig] = {}
+    for name, entry in (record.get("refused") or {}).items():
+        accepted = entry.get("accepted_at")
+        out[name] = RefusedConfig(
+            str(entry.get("configuration", "")),
+            datetime.fromisoformat(entry["refused_at"]),
+            datetime.fromisoformat(accepted) if accepted else None,
         )
     return out
 
@@ -897,9 +940,11 @@ __all__ = [
     "DoctorInput",
     "Finding",
     "GatewayFacts",
+    "RefusedConfig",
     "agent_records",
     "diagnose",
     "refused_config_lines",
+    "refused_records",
     "render_text",
     "selection",
     "to_json",

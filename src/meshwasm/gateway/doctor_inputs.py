@@ -174,6 +174,7 @@ def gather(
         source = f"meshwasm up (pid {up_state.get('pid')}, admin {up_state['admin']})"
         record = up_state.get("doctor") or {}
         inputs.agent = doctor.agent_records(record)
+        inputs.refused = doctor.refused_records(record)
         inputs.local_gateway = True
         fetcher_base = up_state.get("fetcher")
         workload = record.get("workload") or {}

@@ -21,6 +21,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -103,7 +104,12 @@ class LocalGateway:
         self.current: Rendered | None = None
         self.envoy_restarts = 0
         self.reported_errors: set[str] = set()
-        self.applied_filters: set[str] = set()  # ECDS filters this Envoy serves some config for
+        # ECDS filter name -> the config this Envoy serves for it (its last accepted one).
+        self.serving_filters: dict[str, dict[str, Any]] = {}
+        self.accepted_at: dict[str, datetime] = {}  # when Envoy accepted each serving config
+        # Filters whose latest config Envoy refused while an earlier one keeps serving (for doctor:
+        # the dump shows the serving config once its file is restored).
+        self.refused_configs: dict[str, dict[str, str]] = {}
         self.resolutions: dict[str, Resolution] = {}  # the agent's last word per plugin (for doctor)
         self.given_secrets = pull_secrets.load_secret_files(options.pull_secret_files)
 
@@ -296,16 +302,20 @@ class LocalGateway:
         old_filters = set(self.envoy.xds.directory.glob("ecds-*.yaml"))
         before = {f["name"]: self.envoy.filter_updates(f["name"]) for f in config.filters}
         written = [typed for typed in config.filters if self.envoy.set_filter(typed)]
+        for typed in config.filters:
+            if self.serving_filters.get(typed["name"]) == typed:  # the tree asks for what serves
+                self.refused_configs.pop(typed["name"], None)
+        subscribed = [typed for typed in written if typed["name"] in self.serving_filters]
+        new = [typed for typed in written if typed["name"] not in self.serving_filters]
+        # Filters a listener already names update now: settle them before the listeners change,
+        # so no listener update names a filter whose file holds a config Envoy refused.
+        self._settle_filters(rendered.istio, subscribed, before)
         self.envoy.set_clusters(config.clusters)
         # Envoy subscribes to an ECDS filter only once a listener names it.
         self.envoy.set_listeners(config.listeners)
         if first:
             self.say("waiting for Envoy to load the listeners and compile the modules")
-        for typed in written:
-            if self.envoy.wait_filter_update(typed["name"], before[typed["name"]], timeout=120):
-                self.applied_filters.add(typed["name"])
-            else:
-                self._plugin_failed_in_envoy(rendered.istio, typed)
+        self._settle_filters(rendered.istio, new, before)
         for listener in config.listeners:
             self.envoy.wait_listener_active(listener["name"], timeout=120)
         keep = {self.envoy.xds.ecds_path(f["name"]) for f in config.filters}
@@ -315,12 +325,28 @@ class LocalGateway:
         if not first:
             self._write_state()  # what doctor reads: the agent's results of this apply
 
+    def _settle_filters(
+        self,
+        istio_resources: IstioResources,
+        written: list[dict[str, Any]],
+        before: dict[str, tuple[int, int]],
+    ) -> None:
+        assert self.envoy is not None
+        for typed in written:
+            if self.envoy.wait_filter_update(typed["name"], before[typed["name"]], timeout=120):
+                self.serving_filters[typed["name"]] = typed
+                self.accepted_at[typed["name"]] = datetime.now(UTC)
+                self.refused_configs.pop(typed["name"], None)
+            else:
+                self._plugin_failed_in_envoy(istio_resources, typed)
+
     def _plugin_failed_in_envoy(self, istio_resources: IstioResources, typed: dict[str, Any]) -> None:
         """Envoy rejected a Wasm filter (its module refused to start, usually a bad config).
 
-        Report the plugin's own log lines. A filter that was serving keeps its
-        previous config (Envoy's behaviour); a new one gets the failStrategy's
-        RBAC stand-in, as Istio's agent serves for a module it cannot load.
+        Report the plugin's own log lines. A filter that was serving keeps its previous config
+        (Envoy's behaviour, as for a NACKed ECDS update); its file goes back to that config, since
+        Envoy refuses any later listener naming a filter whose file it cannot load. A new filter
+        gets the failStrategy's RBAC stand-in, as Istio's agent serves for a module it cannot load.
         """
         assert self.envoy is not None
         name = typed["name"]
@@ -328,18 +354,33 @@ class LocalGateway:
         messages = [m for m in self.envoy.plugin_log(root_id) if m not in self.reported_errors]
         self.reported_errors.update(messages)
         detail = "; ".join(messages) or f"see {self.envoy.process.log_path}"
-        if name in self.applied_filters:
+        serving = self.serving_filters.get(name)
+        if serving is not None:
             self.say(f"plugin {name} failed to start in Envoy: {detail}; its previous config keeps serving")
+            accepted = self.accepted_at.get(name)
+            self.refused_configs[name] = {
+                "configuration": _wasm_configuration(typed),
+                "refused_at": datetime.now(UTC).isoformat(),
+                "accepted_at": accepted.isoformat() if accepted else "",
+            }
+            self._restore_filter(serving)
             return
         plugin = next(p for p in istio_resources.wasm_plugins if filter_name(p) == name)
         fail_open = failure_policy(plugin) == "FAIL_OPEN"
         self.say(f"plugin {name} failed to start in Envoy: {detail}; {failure_effect(plugin)}")
         network = plugin.spec.type == "NETWORK"
         stand_in = r.typed_extension_config(name, r.rbac_filter_config(allow=fail_open, network=network))
+        self._restore_filter(stand_in)
+        self.accepted_at[name] = datetime.now(UTC)
+
+    def _restore_filter(self, typed: dict[str, Any]) -> None:
+        """Write a config Envoy loads (the serving one, or a stand-in) back to a filter's file."""
+        assert self.envoy is not None
+        name = typed["name"]
         counts = self.envoy.filter_updates(name)
-        if self.envoy.set_filter(stand_in):
+        if self.envoy.set_filter(typed):
             self.envoy.wait_filter_update(name, counts, timeout=30)
-        self.applied_filters.add(name)
+        self.serving_filters[name] = typed
 
     # ----- running
 
@@ -380,7 +421,8 @@ class LocalGateway:
         self.envoy_restarts += 1
         self.say(f"restarting Envoy ({self.envoy_restarts}/{self.options.restart_envoy})")
         self._start_envoy()
-        self.applied_filters.clear()
+        self.serving_filters.clear()
+        self.refused_configs.clear()
         assert self.current is not None
         self.apply(self.current)
 
@@ -468,6 +510,7 @@ class LocalGateway:
                 tree=self.options.tree,
                 labels=self.workload.labels if self.workload else {},
                 namespace=self.workload.namespace if self.workload else None,
+                refused=self.refused_configs,
             ),
         }
         for path in filter(None, [self.options.state_file, state_path()]):
@@ -489,6 +532,12 @@ def _signature_policy(flags: list[str]) -> tuple[list[dict[str, Any]], Signature
         for rule in rules
     ]
     return as_config, policy
+
+
+def _wasm_configuration(typed: dict[str, Any]) -> str:
+    """The plugin configuration text of an ECDS Wasm filter (as Envoy's dump shows it)."""
+    configuration = typed.get("typed_config", {}).get("config", {}).get("configuration") or {}
+    return str(configuration.get("value", "")) if isinstance(configuration, dict) else ""
 
 
 def failure_effect(plugin: istio.WasmPlugin) -> str:
