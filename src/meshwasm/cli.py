@@ -114,7 +114,11 @@ _full_app: typer.Typer | None = None
 
 def main() -> None:
     try:
-        make_app(_verb(sys.argv[1:]))(standalone_mode=False)
+        code = make_app(_verb(sys.argv[1:]))(standalone_mode=False)
+        if code == 130:  # typer turns Ctrl-C into Exit(130), returned (not raised) here
+            ui.stderr.print("interrupted", markup=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except MeshwasmError as exc:
         ui.stderr.print(f"error: {exc}", markup=False)
         sys.exit(int(exc.exit_code))

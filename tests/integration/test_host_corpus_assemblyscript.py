@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures.differential import Request, messages, next_name
-from meshwasm.host import MissingImportError, Plugin
+from meshwasm.host import Plugin
 
 pytestmark = pytest.mark.envoy
 
@@ -37,12 +37,6 @@ def test_assemblyscript_against_the_abi(diff, corpus_module):
     assert set(messages(diff.wait_envoy_log(root_id, wanted))) == {wanted}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=MissingImportError,
-    reason="host gap: the module imports wasi_unstable.proc_exit (AssemblyScript 0.14's abort path); "
-    "Envoy provides the wasi_unstable functions, the host only wasi_snapshot_preview1",
-)
 def test_assemblyscript_proxy_runtime_sdk(diff, corpus_module):
     wasm = corpus_module("as-sdk")
     vm_id = f"as-sdk-{next_name()}"

@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import re
 import time
-import zlib
 from collections import defaultdict
 
-import httpx
 import pytest
+from zlib_ng import zlib_ng
 
 from fixtures.differential import Differential, Request, messages, next_name
 from meshwasm.envoy import resources as r
-from meshwasm.host import Action, HeaderMap, Plugin, SharedQueues
-from meshwasm.net import free_port, wait_until
+from meshwasm.host import Action, Attributes, HeaderMap, Plugin, SharedQueues
+from meshwasm.net import wait_until
 
 pytestmark = pytest.mark.envoy
 
@@ -219,8 +218,8 @@ def _compress_lines(logs: list[str]) -> list[str]:
     return [m for m in logs if m.startswith("foreign function (compress)")]
 
 
-# What Envoy's "compress" foreign function (zlib, default level) answers for b"hello world!".
-COMPRESSED = zlib.compress(b"hello world!").hex()
+# What Envoy's "compress" foreign function (zlib-ng, default level) answers for b"hello world!".
+COMPRESSED = zlib_ng.compress(b"hello world!").hex()
 FOREIGN_CALLS = [f"foreign function (compress) called: {n}, result: {COMPRESSED}" for n in range(1, 6)]
 
 
@@ -232,12 +231,6 @@ def test_foreign_call_on_tick_in_envoy(diff, sdk_examples_wasm):
     assert set(_compress_lines(messages(diff.envoy_logs(root_id)))) == set(FOREIGN_CALLS)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="host gap: Envoy's built-in foreign functions (compress, uncompress, declare_property, ...) "
-    "are not provided; proxy_call_foreign_function('compress') answers NotFound",
-)
 def test_foreign_call_on_tick_in_the_host(sdk_examples_wasm):
     plugin = Plugin.load(sdk_examples_wasm, root_id=f"foreign_call_on_tick/{next_name()}")
     for _ in range(5):
@@ -372,8 +365,6 @@ def test_multiple_dispatches(diff, sdk_examples_wasm):
 
 # -- network: an L4 filter ------------------------------------------------------------------------------
 
-T_NETWORK_WASM = "type.googleapis.com/envoy.extensions.filters.network.wasm.v3.Wasm"
-T_TCP_PROXY = "type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy"
 LOCATION = {"region": "ap-northeast-1", "cloud_provider": "aws", "az": "ap-northeast-1a"}  # upstream's
 NETWORK_LOGS = [
     "new connection!",
@@ -382,74 +373,46 @@ NETWORK_LOGS = [
     "downstream connection close!",
     "connection complete!",
 ]
+_UPSTREAM_BYTES = re.compile(r"^<<<<<< upstream data received <<<<<< \((\d+) bytes\)$")
 
 
-def test_network_in_envoy(diff, sdk_examples_wasm):
+def test_network(diff, sdk_examples_wasm):
     """The network example as a network filter in front of a TCP proxy to httpbin, whose cluster
-    carries e2e's location metadata."""
+    carries e2e's location metadata: in Envoy, and in the host's TCP stream with httpbin as the
+    upstream for real."""
     root_id = f"network/{next_name()}"
-    name = f"corpus_network_{next_name()}"
-    cluster = r.static_cluster(f"{name}_httpbin", diff.httpbin.host, diff.httpbin.port)
-    cluster["metadata"] = {"filter_metadata": {"location": LOCATION}}
-    diff.envoy.upsert_cluster(cluster)
-    wasm = r.wasm_filter_config(
-        name=name,
+    port, cluster = diff.serve_network(
+        sdk_examples_wasm,
         root_id=root_id,
-        filename=str(sdk_examples_wasm),
-        configuration=None,
         vm_id=root_id.replace("/", "-"),
+        cluster_metadata={"location": LOCATION},
     )
-    wasm["@type"] = T_NETWORK_WASM
-    port = free_port()
-    tcp_proxy = {"@type": T_TCP_PROXY, "stat_prefix": name, "cluster": cluster["name"]}
-    diff.envoy.upsert_listener(
-        {
-            "@type": r.T_LISTENER,
-            "name": name,
-            "address": r.socket_address("127.0.0.1", port),
-            "filter_chains": [
-                {
-                    "filters": [
-                        {"name": "envoy.filters.network.wasm", "typed_config": wasm},
-                        {"name": "envoy.filters.network.tcp_proxy", "typed_config": tcp_proxy},
-                    ]
-                }
-            ],
-        }
-    )
-    assert wait_until(lambda: diff.envoy.listener_states().get(name) == "active", timeout=180, interval=0.2)
-    response = httpx.get(
-        f"http://127.0.0.1:{port}/get",
-        headers={"This-Is-Key": "this-is-value", "Connection": "close"},
-        timeout=30,
-    )
-    assert response.status_code == 200
-    logs = messages(diff.wait_envoy_log(root_id, "connection complete!"))
-    # Upstream data may come in several reads: each logs the metadata again.
-    assert list(dict.fromkeys(m for m in logs if m in NETWORK_LOGS)) == NETWORK_LOGS
-    assert any(m.startswith("remote address: 127.0.0.1:") for m in logs)
+    request = [
+        b"GET /get HTTP/1.1\r\nHost: l4.example\r\nThis-Is-Key: this-is-value\r\nConnection: close\r\n\r\n"
+    ]
+    by_envoy = diff.tcp_via_envoy(port, request)
+    envoy_logs = messages(diff.wait_envoy_log(root_id, "connection complete!"))
     assert diff.envoy.process.log_lines("This-Is-Key: this-is-value")  # the downstream bytes, logged
 
-
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="host gap: no network-filter (L4) connections: nothing calls proxy_on_new_connection, "
-    "proxy_on_downstream_data, proxy_on_upstream_data or the close callbacks (this test assumes a "
-    "Plugin.tcp_stream() beside http_stream(); adapt it to the host's API when there is one)",
-)
-def test_network_in_the_host(sdk_examples_wasm):
-    properties = {
-        ("source", "address"): "127.0.0.1:40000",
-        **{("xds", "cluster_metadata", "filter_metadata", "location", key): v for key, v in LOCATION.items()},
+    # The host has no cluster: the test gives the TCP proxy's cluster name and metadata.
+    metadata = {
+        ("xds", "cluster_metadata", "filter_metadata", "location", key): v for key, v in LOCATION.items()
     }
-    plugin = Plugin.load(sdk_examples_wasm, root_id=f"network/{next_name()}", properties=properties)
-    connection = plugin.tcp_stream()  # type: ignore[attr-defined]
-    connection.send_downstream_data(b"GET / HTTP/1.1\r\nThis-Is-Key: this-is-value\r\n\r\n")
-    connection.send_upstream_data(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
-    connection.close_downstream()
-    connection.complete()
-    assert [
-        m.split("\n")[0] for m in plugin.logs_at("info") if m.split("\n")[0] in NETWORK_LOGS
-    ] == NETWORK_LOGS
-    assert "remote address: 127.0.0.1:40000" in plugin.logs_at("info")
+    plugin = Plugin.load(
+        sdk_examples_wasm, root_id=root_id, properties=metadata, attributes=Attributes(cluster_name=cluster)
+    )
+    connection = plugin.tcp_stream()
+    by_host = diff.tcp_via_host(connection, request)
+    host_logs = [m.split("\n")[0] for m in plugin.logs_at("info")]
+
+    for side, outcome, logs in (("Envoy", by_envoy, envoy_logs), ("host", by_host, host_logs)):
+        assert outcome.received.startswith(b"HTTP/1.1 200 OK\r\n"), side
+        # Upstream data may come in several reads: each logs the metadata again.
+        assert list(dict.fromkeys(m for m in logs if m in NETWORK_LOGS)) == NETWORK_LOGS, side
+        assert any(re.fullmatch(r"remote address: 127\.0\.0\.1:\d+", m) for m in logs), side
+        sizes = [int(match.group(1)) for match in map(_UPSTREAM_BYTES.match, logs) if match]
+        assert sum(sizes) == len(outcome.received), side
+    assert len(by_envoy.received) == len(by_host.received)  # the same answer from httpbin, byte for byte
+    assert "This-Is-Key: this-is-value" in plugin.logs_at("info")[2]
+    assert connection.done
+    assert connection.upstream_closed

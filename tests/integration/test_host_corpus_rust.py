@@ -1,10 +1,9 @@
 """A plugin on the proxy-wasm Rust SDK (crates.io `proxy-wasm` 0.2.5, cargo for wasm32-wasip1;
 tests/fixtures/corpus/rust) through the real Envoy and through meshwasm's host.
 
-Each test asserts Envoy's behaviour first, then runs the same inputs through the host. Today the
-host refuses the module at link time (the SDK imports Envoy's nine-parameter proxy_grpc_stream),
-so the host half is a strict xfail: it flips to a failure once the host links the module, and
-then the whole comparison must pass.
+Each test asserts Envoy's behaviour first, then runs the same inputs through the host. (The
+first host refused the module at link time: the SDK imports Envoy's nine-parameter
+proxy_grpc_stream, which that host declared with eight.)
 """
 
 from __future__ import annotations
@@ -14,18 +13,10 @@ from pathlib import Path
 import pytest
 
 from fixtures.differential import Request, messages, next_name
-from meshwasm.host import ModuleRejected, Plugin
+from meshwasm.host import Plugin
 from meshwasm.net import wait_until
 
-pytestmark = [
-    pytest.mark.envoy,
-    pytest.mark.xfail(
-        strict=True,
-        raises=ModuleRejected,
-        reason="host gap: env.proxy_grpc_stream takes 8 parameters in the host, Envoy's (and the Rust "
-        "SDK's import) takes 9, so the module cannot be linked",
-    ),
-]
+pytestmark = pytest.mark.envoy
 
 
 @pytest.fixture

@@ -9,6 +9,8 @@ One Wasm VM per module in Envoy (vm_id per module), so each compiles once.
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -16,8 +18,8 @@ import pytest
 
 from fixtures.differential import AUTHORITY, Request, messages, next_name
 from meshwasm.envoy import resources as r
-from meshwasm.host import HeaderMap, Plugin, PluginStartError, PluginTrap
-from meshwasm.net import wait_until
+from meshwasm.host import Attributes, HeaderMap, Plugin, PluginStartError, PluginTrap
+from meshwasm.net import free_port, wait_until
 
 pytestmark = pytest.mark.envoy
 
@@ -300,3 +302,218 @@ def test_lifecycle_statuses_and_trap_match_envoy(diff, host_wat_modules):
         assert message in envoy_logs
     assert plugin.logs_at("info") == statuses
     assert diff.envoy.process.log_lines("Function: proxy_on_response_headers failed")
+
+
+# -- properties, body buffering, maps outside their callbacks, gRPC, failed callouts ------------------
+
+PROPERTY_PATHS = [
+    "request.path",
+    "request.url_path",
+    "request.query",
+    "request.host",
+    "request.method",
+    "request.scheme",
+    "request.protocol",
+    "request.headers.x-probe",
+    "request.useragent",
+    "response.code",
+    "destination.address",
+    "destination.port",
+    "connection.mtls",
+    "plugin_name",
+    "plugin_root_id",
+    "plugin_vm_id",
+    "xds.node.id",
+    "xds.node.cluster",
+    "xds.cluster_name",
+    "xds.listener_direction",
+    "node.id",
+    "no_such.attribute",
+]
+
+
+def test_properties_serialize_as_in_envoy(diff, sdk_examples_wasm):
+    root_id = f"probe/{next_name()}"
+    port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
+    attributes = Attributes(
+        destination_port=port,
+        node_id="meshwasm-gateway",
+        node_cluster="meshwasm",
+        cluster_name="httpbin",
+    )
+    plugin = Plugin.load(
+        sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples", name=diff.filter_name, attributes=attributes
+    )
+    request = Request(
+        path="/anything/x?q=1",
+        headers=[("x-probe", "properties"), ("x-paths", ",".join(PROPERTY_PATHS)), ("user-agent", "ua/1")],
+    )
+    assert diff.via_envoy(port, request).status == diff.via_host(plugin, request).status == 200
+    envoy = [m for m in messages(diff.wait_envoy_log(root_id, "properties done")) if m.startswith("request ")]
+    ours = [m for m in plugin.logs_at("info") if m.startswith("request ")]
+    assert ours == envoy
+    for phase in ("response", "log"):
+        envoy_phase = [m for m in messages(diff.envoy_logs(root_id)) if m.startswith(f"{phase} ")]
+        assert [m for m in plugin.logs_at("info") if m.startswith(f"{phase} ")] == envoy_phase
+    # Envoy starts the plugin once per VM (main thread, workers): the same lines each time.
+    start = {m for m in messages(diff.envoy_logs(root_id)) if m.startswith("start ")}
+    assert {m for m in plugin.logs_at("info") if m.startswith("start ")} == start
+
+
+@pytest.mark.parametrize("action", [1, 2, 3])
+def test_body_buffering_as_in_envoy(diff, sdk_examples_wasm, action):
+    """A chunked body in three chunks (then the empty end-of-stream chunk, as Envoy reads it),
+    the plugin stopping with FilterDataStatus ``action`` until the end: what each body callback
+    sees, and what reaches the upstream."""
+    root_id = f"probe/{next_name()}"
+    port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
+    chunks = [b"one-", b"two-", b"three"]
+    headers = [("x-probe", "body"), ("x-body-action", str(action))]
+
+    def send_chunks() -> Iterator[bytes]:
+        for chunk in chunks:
+            yield chunk
+            time.sleep(0.2)  # separate reads in Envoy
+
+    by_envoy = diff.client.post(
+        f"http://127.0.0.1:{port}/anything", headers=[("host", AUTHORITY), *headers], content=send_chunks()
+    )
+    plugin = Plugin.load(sdk_examples_wasm, root_id=root_id)
+    stream = plugin.http_stream()
+    stream.send_request_headers(
+        [
+            (":authority", AUTHORITY),
+            (":path", "/anything"),
+            (":method", "POST"),
+            *headers,
+            ("transfer-encoding", "chunked"),
+        ]
+    )
+    for chunk in chunks:
+        stream.send_request_body(chunk, end_of_stream=False)
+    stream.send_request_body(b"", end_of_stream=True)
+    stream.complete()
+    envoy_bodies = [m for m in messages(diff.wait_envoy_log(root_id, "body done")) if m.startswith("body ")]
+    assert [m for m in plugin.logs_at("info") if m.startswith("body ")] == envoy_bodies
+    assert by_envoy.json()["data"] == stream.request_body.decode()
+
+
+def test_maps_outside_their_callbacks_as_in_envoy(diff, sdk_examples_wasm):
+    """In a body callback the request headers have gone on and the response has not come:
+    reading them, as pairs or one value. (Envoy's HTTP/1 codec hands a body with a
+    content-length over as the data, then an empty end-of-stream chunk: the host is driven so.)"""
+    root_id = f"probe/{next_name()}"
+    port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
+    plugin = Plugin.load(sdk_examples_wasm, root_id=root_id)
+    request = Request(method="POST", path="/anything", headers=[("x-probe", "maps")], body=b"x")
+    assert diff.via_envoy(port, request).status == 200
+    stream = plugin.http_stream()
+    stream.send_request_headers(
+        [(":authority", AUTHORITY), (":path", "/anything"), (":method", "POST"), ("x-probe", "maps")]
+    )
+    stream.send_request_body(b"x", end_of_stream=False)
+    stream.send_request_body(b"", end_of_stream=True)
+    stream.send_response_headers({":status": "200", "content-type": "application/json"})
+    stream.complete()
+    envoy = [m for m in messages(diff.wait_envoy_log(root_id, "maps done")) if " in body: " in m]
+    assert [m for m in plugin.logs_at("info") if " in body: " in m] == envoy
+    assert envoy[:3] == [
+        "request headers in body: 0 pairs, error status returned by host: not found",
+        'request header in body: "", error status returned by host: bad argument',
+        "response headers in body: 0 pairs, error status returned by host: not found",
+    ]
+    # Writing the request body once it has gone on: Envoy answers BadArgument.
+    written = [m for m in messages(diff.envoy_logs(root_id)) if m.startswith("request body written")]
+    assert [m for m in plugin.logs_at("info") if m.startswith("request body written")] == written
+    assert written == [
+        "request body written in response headers: error status returned by host: bad argument"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("phase", "body", "content_type"),
+    [
+        ("request", "", None),
+        ("request", "denied", None),
+        ("request", "{}", "application/json"),
+        ("response", "late", None),
+        ("response", "late", "application/json"),
+    ],
+)
+def test_local_reply_as_in_envoy(diff, sdk_examples_wasm, phase, body, content_type):
+    """A local reply from the request headers callback goes through the plugin's own response
+    callbacks (which see its headers, body and response.code, and can add a header); one from
+    the response headers callback replaces the upstream's response with its status and headers
+    only (Envoy sends neither body), and no response callback runs after it."""
+    root_id = f"probe/{next_name()}"
+    port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples")
+    plugin = Plugin.load(sdk_examples_wasm, root_id=root_id)
+    headers = [("x-probe", "local_reply"), ("x-local-phase", phase), ("x-local-body", body)]
+    if content_type is not None:
+        headers.append(("x-local-content-type", content_type))
+    request = Request(path="/get", headers=headers)
+    by_envoy = diff.via_envoy(port, request)
+    by_host = diff.via_host(plugin, request)
+    assert by_envoy.status == by_host.status == 418
+    assert by_envoy.body == by_host.body == (body.encode() if phase == "request" else b"")
+    # Envoy's HTTP/1 codec adds content-length: 0 to a reply without a body, after the filters
+    # (the plugin's log shows no such header).
+    compared = ("x-local", "x-seen-by", "content-type") + (("content-length",) if by_envoy.body else ())
+    for name in compared:
+        assert by_host.headers.get_all(name) == by_envoy.headers.get_all(name), name
+
+    def seen(lines: list[str]) -> list[str]:
+        # Before a reply from the response phase, the plugin sees httpbin's own headers (a date,
+        # a length that counts the client's headers): only how it saw them is compared.
+        if phase == "response":
+            lines = [m.split("): ")[0] if m.startswith("response headers (") else m for m in lines]
+        return [m for m in lines if not m.startswith("start ")]
+
+    envoy = seen(messages(diff.wait_envoy_log(root_id, "local_reply done")))
+    assert seen(plugin.logs_at("info")) == envoy
+
+
+@pytest.mark.parametrize("proto", ["", "envoy", "google"], ids=["cluster_name", "envoy_grpc", "google_grpc"])
+@pytest.mark.parametrize("cluster", ["httpbin", "no_such_cluster"])
+def test_grpc_dispatch_statuses_as_in_envoy(diff, host_wat_modules, cluster, proto):
+    """The service as a cluster name (an unknown one answers ParseFailure) or as a serialized
+    GrpcService: envoy_grpc (an unknown cluster answers InternalFailure, then closes with
+    Unavailable) or google_grpc (Envoy's Google gRPC client takes any target: Ok)."""
+    wasm = host_wat_modules["grpc"]
+    root_id = f"grpc/{next_name()}"
+    port = diff.serve(wasm, root_id=root_id, vm_id=f"grpc-{next_name()}")
+    plugin = Plugin.load(wasm, root_id=root_id, clusters=["httpbin"])
+    headers = [("x-grpc-cluster", cluster)] + ([("x-grpc-proto", proto)] if proto else [])
+    request = Request(path="/get", headers=headers)
+    diff.via_envoy(port, request)
+    diff.via_host(plugin, request)
+    dispatch = ("grpc_", "call_token", "stream_token", "send_on_call", "close_", "cancel_")
+    envoy = [m for m in messages(diff.wait_envoy_log(root_id, "cancel_http_id=2")) if m.startswith(dispatch)]
+    assert [m for m in plugin.logs_at("info") if m.startswith(dispatch)] == envoy
+    assert len(envoy) == (9 if cluster == "httpbin" or proto == "google" else 5)
+    if proto == "envoy" and cluster == "no_such_cluster":
+        # No token reached the plugin, yet Envoy's client closes each call it started (Unavailable,
+        # "Cluster not available"): the whole log, close callbacks included, is the same.
+        envoy_all = messages(diff.wait_envoy_log(root_id, "Cluster not available", count=2))
+        assert "closed=14" in envoy_all
+        assert plugin.logs_at("info") == envoy_all
+
+
+def test_failed_http_callout_as_in_envoy(diff, sdk_examples_wasm):
+    """The callout's upstream refuses the connection: Envoy's router answers the callout with its
+    own 503 (connection_refused() in the host), and the plugin denies the request."""
+    diff.envoy.upsert_cluster(r.static_cluster("deadend", "127.0.0.1", free_port()))
+    diff.envoy.wait_clusters({"deadend"})
+    root_id = f"http_callout/{next_name()}"
+    port = diff.serve(sdk_examples_wasm, root_id=root_id, vm_id="sdk-examples", config="deadend")
+    plugin = Plugin.load(sdk_examples_wasm, root_id=root_id, config="deadend")
+    by_envoy = diff.via_envoy(port, Request(path="/status/200"))
+    stream = plugin.http_stream()
+    stream.send_request_headers({":method": "GET", ":path": "/status/200", ":authority": AUTHORITY})
+    (call,) = plugin.pending_http_calls
+    call.connection_refused()
+    status = stream.local_response.status if stream.local_response else 200
+    assert by_envoy.status == status
+    ours = [(e.level_name, e.message) for e in plugin.logs]
+    wait_until(lambda: len(diff.envoy_logs(root_id)) >= len(ours), timeout=10)
+    assert ours == diff.envoy_logs(root_id)

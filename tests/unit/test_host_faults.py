@@ -91,14 +91,16 @@ def test_after_a_trap_the_plugin_refuses_further_calls(host_wat_modules):
 
 
 def test_go_panic_reaches_the_trap_report_through_stderr(sdk_examples_wasm):
-    """A Go module writes its panic to fd 2; Envoy logs fd 2 at error level, so does the host."""
+    """A Go module writes its panic to fd 2; Envoy logs fd 2 at error level, one entry per write
+    (tests/integration/test_host_surface_envoy.py checks that), so does the host; the trap report
+    joins the pieces back into lines."""
     plugin = Plugin.load(sdk_examples_wasm, root_id="metrics")
     # A callback for a context the SDK never created makes the Go SDK panic.
     with pytest.raises(PluginTrap) as trapped:
         plugin._call("proxy_on_request_headers", 999, 0, 0)
     assert trapped.value.callback == "proxy_on_request_headers"
     errors = [entry.message for entry in trapped.value.logs if entry.level_name == "error"]
-    assert errors[:2] == ["panic: invalid context on proxy_on_request_headers", ""]
+    assert errors[:2] == ["panic: ", "invalid context on proxy_on_request_headers"]
     assert "[error] panic: invalid context on proxy_on_request_headers" in str(trapped.value)
 
 

@@ -1,11 +1,15 @@
 """A proxy-wasm host on wasmtime for unit-testing compiled plugins from Python.
 
 Public API (docs/host.md): :class:`Plugin`, :class:`HttpStream`, :class:`Action`,
-:class:`HeaderMap`, :class:`LogLevel`, the errors, :class:`SharedData`.
+:class:`TcpStream`, :class:`HeaderMap`, :class:`LogLevel`, the errors, :class:`SharedData`,
+:class:`SharedQueues`, the callouts (:class:`PendingHttpCall`, :class:`PendingGrpcCall`,
+:class:`HttpResponse`, :func:`forward_to`), :class:`Attributes`, and the soak (:func:`soak`).
 """
 
-from meshwasm.host.abi import Action, LogLevel, Status
+from meshwasm.host.abi import Action, LogLevel, PeerType, Status
+from meshwasm.host.callouts import HttpResponse, PendingGrpcCall, PendingHttpCall, forward_to
 from meshwasm.host.errors import (
+    DeadlineExceeded,
     LifecycleError,
     MissingImportError,
     ModuleRejected,
@@ -16,12 +20,18 @@ from meshwasm.host.errors import (
 )
 from meshwasm.host.headers import HeaderMap
 from meshwasm.host.plugin import Plugin, Violation
-from meshwasm.host.state import LogEntry, PendingHttpCall, SharedData, SharedQueues
+from meshwasm.host.properties import Attributes
+from meshwasm.host.shared import SharedData, SharedQueues
+from meshwasm.host.state import LogEntry, VmState
 from meshwasm.host.stream import HttpStream, LocalResponse
+from meshwasm.host.tcp import TcpStream
 
 __all__ = [
     "Action",
+    "Attributes",
+    "DeadlineExceeded",
     "HeaderMap",
+    "HttpResponse",
     "HttpStream",
     "LifecycleError",
     "LocalResponse",
@@ -29,6 +39,8 @@ __all__ = [
     "LogLevel",
     "MissingImportError",
     "ModuleRejected",
+    "PeerType",
+    "PendingGrpcCall",
     "PendingHttpCall",
     "Plugin",
     "PluginError",
@@ -38,5 +50,8 @@ __all__ = [
     "SharedData",
     "SharedQueues",
     "Status",
+    "TcpStream",
     "Violation",
+    "VmState",
+    "forward_to",
 ]

@@ -95,6 +95,15 @@ class StreamType(IntEnum):
     UPSTREAM = 3
 
 
+class PeerType(IntEnum):
+    """Who closed a connection (proxy_on_downstream/upstream_connection_close's second argument):
+    Envoy's CloseType."""
+
+    UNKNOWN = 0
+    LOCAL = 1  # Envoy closed it (also when the plugin asked with proxy_close_stream)
+    REMOTE = 2  # the peer closed it
+
+
 Pairs = Sequence[tuple[bytes, bytes]]
 
 _U32 = struct.Struct("<I")

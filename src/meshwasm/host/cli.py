@@ -1,4 +1,8 @@
-"""`meshwasm test-plugin`: run one HTTP exchange through a compiled plugin from the shell."""
+"""`meshwasm test-plugin`: run one HTTP exchange (or a soak of many) through a compiled plugin.
+
+Every callback runs under a deadline (``--deadline``, wasmtime epoch interruption), so a plugin
+that loops forever is stopped with a named error, and Ctrl-C stops it too.
+"""
 
 from __future__ import annotations
 
@@ -60,9 +64,35 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--strict", help="Fail on host calls Envoy would refuse in that state.")
         ] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+        soak_streams: Annotated[
+            int | None,
+            typer.Option(
+                "--soak",
+                help="Run this many streams of the exchange through one VM and report memory growth;"
+                " exit 1 if the plugin leaks.",
+                min=1,
+            ),
+        ] = None,
+        threshold: Annotated[
+            float,
+            typer.Option("--threshold", help="Soak: pages (64 KiB) per 1,000 streams that count as a leak."),
+        ] = 2.0,
+        deadline: Annotated[
+            float,
+            typer.Option(
+                "--deadline", help="Seconds one callback may run (0: no deadline, and no Ctrl-C inside wasm)."
+            ),
+        ] = 10.0,
+        memory_limit: Annotated[
+            int,
+            typer.Option(
+                "--memory-limit", help="MiB of memory (linear plus held by the host) the plugin may use."
+            ),
+        ] = 1024,
     ) -> None:
         """Run one request/response through a plugin in meshwasm's host and show what it did."""
         from meshwasm.host.plugin import Plugin
+        from meshwasm.host.soak import Exchange, soak
 
         method, _, path = request.strip().partition(" ")
         if not method or not path.strip().startswith("/"):
@@ -81,8 +111,37 @@ def register(app: typer.Typer) -> None:
         ]
         with ui.status(f"loading {wasm}"):
             plugin = Plugin.load(
-                wasm, config=_read_config(config), vm_config=vm_config, root_id=root_id, strict=strict
+                wasm,
+                config=_read_config(config),
+                vm_config=vm_config,
+                root_id=root_id,
+                strict=strict,
+                deadline=deadline or None,
+                memory_limit=memory_limit << 20,
             )
+        if soak_streams is not None:
+            exchange = Exchange(
+                request_headers=request_headers,
+                request_body=body.encode() if body is not None else None,
+                response_headers=response_headers,
+                response_body=response_body.encode() if response_body is not None else None,
+            )
+            ui.info(f"soaking {wasm} with {soak_streams} streams (after a warm-up)")
+            report = soak(
+                plugin,
+                soak_streams,
+                exchange=exchange,
+                threshold=threshold,
+                progress=lambda done: ui.info(
+                    f"  warm-up: {-done} streams" if done < 0 else f"  {done}/{soak_streams} streams"
+                ),
+            )
+            if as_json:
+                ui.stdout.print(json.dumps(_soak_json(report), indent=2), markup=False)
+            elif not report.leaking:
+                ui.stdout.print(report.text(), markup=False)
+            report.check()  # a leak: the error carries the report
+            return
         stream = plugin.http_stream()
         outcome: dict[str, Any] = {"actions": {}}
         outcome["actions"]["request_headers"] = int(
@@ -121,6 +180,23 @@ def register(app: typer.Typer) -> None:
             ui.stdout.print(json.dumps(outcome, indent=2), markup=False)
             return
         _print(outcome)
+
+
+def _soak_json(report: Any) -> dict[str, Any]:
+    return {
+        "streams": report.streams,
+        "warmup": report.warmup,
+        "pages_before": report.pages_before,
+        "pages_middle": report.pages_middle,
+        "pages_after": report.pages_after,
+        "pages_per_1000_streams": round(report.pages_per_1000, 3),
+        "threshold": report.threshold,
+        "leaking": report.leaking,
+        "callbacks": [
+            {"callback": c.callback, "grown_pages": c.pages, "host_allocations": c.host_allocations}
+            for c in report.callbacks
+        ],
+    }
 
 
 def _print(outcome: dict[str, Any]) -> None:

@@ -11,9 +11,36 @@ if TYPE_CHECKING:
     from meshwasm.host.state import LogEntry
 
 
+def readable_lines(logs: Sequence[LogEntry]) -> list[tuple[str, str]]:
+    """(level, line) for reading: consecutive writes to stdout or stderr (Envoy logs each write,
+    so a Go panic comes in many pieces) joined back into the lines the module wrote."""
+    out: list[tuple[str, str]] = []
+    pending: list[str] = []
+    level = ""
+
+    def flush() -> None:
+        if pending:
+            out.extend((level, line) for line in "".join(pending).rstrip("\n").split("\n"))
+            pending.clear()
+
+    for entry in logs:
+        if entry.written is not None and (not pending or entry.level_name == level):
+            level = entry.level_name
+            pending.append(entry.written)
+            continue
+        flush()
+        if entry.written is not None:
+            level = entry.level_name
+            pending.append(entry.written)
+        else:
+            out.append((entry.level_name, entry.message))
+    flush()
+    return out
+
+
 def format_logs(logs: Sequence[LogEntry], *, limit: int = 20) -> str:
-    tail = list(logs)[-limit:]
-    return "\n".join(f"    [{entry.level_name}] {entry.message}" for entry in tail)
+    tail = readable_lines(list(logs)[-200:])[-limit:]
+    return "\n".join(f"    [{level}] {line}" for level, line in tail)
 
 
 class PluginError(MeshwasmError):
@@ -27,12 +54,28 @@ class ModuleRejected(PluginError):
 
 
 class MissingImportError(ModuleRejected):
-    def __init__(self, source: str, missing: Sequence[tuple[str, str]]):
+    """The module imports functions Envoy does not provide (for its ABI version): Envoy refuses
+    it with "Failed to load Wasm module due to a missing import"."""
+
+    def __init__(self, source: str, missing: Sequence[tuple[str, str]], *, abi: str = ""):
+        from meshwasm.host.surface import lookup
+
         self.missing = list(missing)
         names = ", ".join(f"{module}.{name}" for module, name in self.missing)
+        other_abi = sorted(
+            {
+                f"{module}.{name} (ABI {', '.join(v.replace('_', '.') for v in row.abis)})"
+                for module, name in self.missing
+                for row in lookup(module, name)
+            }
+        )
+        hint = "the plugin needs a host extension Envoy does not have, or was built for another ABI"
+        if other_abi:
+            hint = "Envoy provides only to other ABI versions: " + "; ".join(other_abi)
+        version = f" to an ABI {abi.replace('_', '.')} module" if abi else ""
         super().__init__(
-            f"{source} imports {len(self.missing)} function(s) this host does not provide: {names}",
-            hint="the plugin needs a host extension Envoy does not have, or was built for another ABI",
+            f"{source} imports {len(self.missing)} function(s) Envoy does not provide{version}: {names}",
+            hint=hint,
         )
 
 
@@ -51,20 +94,45 @@ class PluginStartError(PluginError):
 
 
 class PluginTrap(PluginError):
-    """The module trapped (or a host call failed) inside a callback."""
+    """The module trapped (or a host call failed) inside a callback.
 
-    def __init__(self, callback: str, reason: str, logs: Sequence[LogEntry]):
+    ``backtrace`` is the wasm call stack, innermost first, with function names when the
+    module has a name section.
+    """
+
+    what = "plugin trapped"
+
+    def __init__(self, callback: str, reason: str, logs: Sequence[LogEntry], backtrace: Sequence[str] = ()):
         self.callback = callback
         self.reason = reason
-        self.logs = list(logs)
-        message = f"plugin trapped in {callback}: {reason}"
+        self.logs = list(logs)[-200:]
+        self.backtrace = list(backtrace)
+        message = f"{self.what} in {callback}: {reason}"
+        if self.backtrace:
+            message += "\n  wasm backtrace:\n" + "\n".join(f"    {frame}" for frame in self.backtrace[:20])
         if self.logs:
             message += f"\n  last plugin logs:\n{format_logs(self.logs)}"
         super().__init__(message)
 
 
 class ResourceLimitError(PluginTrap):
-    """The plugin went over the memory or fuel cap the test set."""
+    """The plugin went over a cap: memory (linear plus host-held), fuel, or queue deliveries."""
+
+    what = "plugin hit a resource limit"
+
+
+class DeadlineExceeded(PluginTrap):
+    """A callback ran longer than the per-callback deadline (wasmtime epoch interruption)."""
+
+    what = "plugin ran past its deadline"
+
+    def __init__(
+        self, callback: str, deadline: float, logs: Sequence[LogEntry], backtrace: Sequence[str] = ()
+    ):
+        self.deadline = deadline
+        super().__init__(
+            callback, f"still running after {deadline:g} s (the per-callback deadline)", logs, backtrace
+        )
 
 
 class LifecycleError(PluginError):

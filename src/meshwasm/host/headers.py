@@ -24,12 +24,17 @@ class HeaderMap(Mapping[str, str]):
     """
 
     def __init__(self, headers: HeadersLike = None):
-        self._pairs: list[tuple[str, str]] = []
-        if headers is None:
-            return
-        items = headers.items() if isinstance(headers, Mapping) else headers
-        for name, value in items:
-            self.add(name, value)
+        self._pairs: list[tuple[str, str]]
+        if type(headers) is list or type(headers) is tuple:  # the common case: no ABC isinstance
+            pairs: Iterable[tuple[str, str]] = headers
+            self._pairs = [(name.lower(), value) for name, value in pairs]
+        elif headers is None:
+            self._pairs = []
+        elif isinstance(headers, HeaderMap):
+            self._pairs = list(headers._pairs)
+        else:
+            items = headers.items() if isinstance(headers, Mapping) else headers
+            self._pairs = [(name.lower(), value) for name, value in items]
 
     # -- Mapping ---------------------------------------------------------------------------
     def __getitem__(self, name: str) -> str:
@@ -67,6 +72,10 @@ class HeaderMap(Mapping[str, str]):
 
     def pairs(self) -> list[tuple[str, str]]:
         return list(self._pairs)
+
+    def entry_count(self) -> int:
+        """Entries, repeats counted (what Envoy passes a header callback)."""
+        return len(self._pairs)
 
     def first(self, name: str) -> str | None:
         values = self.get_all(name)

@@ -8,39 +8,53 @@
     stream.complete()
 
 Start-up and every callback follow Envoy (proxy-wasm-cpp-host): see
-docs/host.md for the order of calls and the lifecycle rules enforced.
+docs/host.md for the order of calls and the lifecycle rules enforced. The
+plugin's state lives in a :class:`~meshwasm.host.state.VmState` (``plugin.state``);
+this class starts the instance, calls into it, and turns faults into named errors.
 """
 
 from __future__ import annotations
 
-import itertools
 import json
+import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import wasmtime
 
-from meshwasm.host.abi import BufferType, LogLevel, MetricType, Status
-from meshwasm.host.errors import LifecycleError, PluginError, PluginStartError, PluginTrap, ResourceLimitError
-from meshwasm.host.hostcalls import HostCalls, ProcExit
-from meshwasm.host.properties import PropertyValue, encode_property, property_path, stream_attribute
-from meshwasm.host.runtime import LoadedModule, WasmVM, load_module, load_path
-from meshwasm.host.state import HttpCallResponse, LogEntry, Metric, PendingHttpCall, SharedData, SharedQueues
+from meshwasm.host.abi import Action, BufferType, LogLevel
+from meshwasm.host.callouts import HttpResponder, PendingGrpcCall, PendingHttpCall
+from meshwasm.host.errors import (
+    DeadlineExceeded,
+    LifecycleError,
+    PluginError,
+    PluginStartError,
+    PluginTrap,
+    ResourceLimitError,
+)
+from meshwasm.host.properties import Attributes, PropertyValue
+from meshwasm.host.runtime import EngineKey, LoadedModule, WasmVM, _current, load_module, load_path
+from meshwasm.host.shared import SharedData, SharedQueues
+from meshwasm.host.state import (
+    DEFAULT_MEMORY_LIMIT,
+    ROOT_CONTEXT_ID,
+    LogEntry,
+    Violation,
+    VmState,
+    make_properties,
+)
 from meshwasm.host.stream import HttpStream
+from meshwasm.host.tcp import TcpStream
 
-ROOT_CONTEXT_ID = 1
 _PAGE = 65536
+DEFAULT_DEADLINE = 10.0  # seconds one callback may run (None: no deadline, no epoch interruption)
+MAX_EVENTS_PER_ADVANCE = 100_000
+_UNKNOWN: Any = object()
+_ACTIONS: dict[int, Action] = {int(action): action for action in Action}
+_monotonic = time.monotonic
 
-
-@dataclass(frozen=True)
-class Violation:
-    """A host call Envoy would refuse in the state it was made (recorded; raised in strict mode)."""
-
-    call: str
-    status: Status
-    why: str
+__all__ = ["DEFAULT_DEADLINE", "Plugin", "Violation"]
 
 
 def _config_bytes(config: Any) -> bytes:
@@ -58,8 +72,8 @@ class Plugin:
     """A proxy-wasm plugin instance: one module instance with its root context started.
 
     Build one with :meth:`load`. Everything the plugin did is observable:
-    :attr:`logs`, :attr:`metrics`, :attr:`pending_http_calls`, :attr:`shared_data`,
-    :attr:`violations`.
+    :attr:`logs`, :attr:`metrics`, :attr:`pending_http_calls`, :attr:`pending_grpc_calls`,
+    :attr:`shared_data`, :attr:`violations`.
     """
 
     def __init__(
@@ -79,50 +93,53 @@ class Plugin:
         shared_queues: SharedQueues | None = None,
         clusters: Iterable[str] | None = None,
         foreign_functions: Mapping[str, Callable[[bytes], bytes]] | None = None,
-        memory_limit: int | None = None,
+        filter_state_keys: Iterable[str] | None = None,
+        memory_limit: int | None = DEFAULT_MEMORY_LIMIT,
         fuel_limit: int | None = None,
+        deadline: float | None = DEFAULT_DEADLINE,
+        attributes: Attributes | None = None,
+        http_responder: HttpResponder | None = None,
     ):
         self.source = loaded.source
         self.info = loaded.info
-        self.root_id = root_id
-        self.vm_id = vm_id
-        self.name = name or root_id
-        self.strict = strict
-        self.log_level = LogLevel.parse(log_level)
-        self.plugin_configuration = _config_bytes(config)
-        self.vm_configuration = _config_bytes(vm_config)
-        self.shared_data = shared_data if shared_data is not None else SharedData()
-        self.shared_queues = shared_queues if shared_queues is not None else SharedQueues()
-        self.clusters = set(clusters) if clusters is not None else None
-        self.foreign_functions = dict(foreign_functions or {})
-        self.memory_limit = memory_limit
+        self.abi = loaded.abi
         self.fuel_limit = fuel_limit
-        self.logs: list[LogEntry] = []
-        self.violations: list[Violation] = []
-        self.pending_http_calls: list[PendingHttpCall] = []
-        self.tick_period_ms = 0
-        self.now_ns: int | None = None  # set to freeze proxy_get_current_time_nanoseconds
-        self.properties: dict[tuple[str, ...], bytes] = {
-            property_path(key): encode_property(value) for key, value in (properties or {}).items()
-        }
-        self._streams: dict[int, HttpStream] = {}
-        self._context_ids = itertools.count(ROOT_CONTEXT_ID + 1)
-        self._tokens = itertools.count(1)
-        self._effective = ROOT_CONTEXT_ID
-        self._configuring = False
-        self._http_call_response: HttpCallResponse | None = None
-        self._in_http_call_response = False
-        self._metrics_by_id: dict[int, Metric] = {}
-        self._metric_ids: dict[tuple[MetricType, str], int] = {}
-        self._deferred: list[Callable[[], None]] = []
-        self._depth = 0
-        self._done_called = False
-        self._stdio: dict[int, bytes] = {1: b"", 2: b""}
-        self._failed: PluginError | None = None
+        self.memory_limit = memory_limit
+        self.deadline = deadline
+        self.state = VmState(
+            source=loaded.source,
+            abi=loaded.abi,
+            root_id=root_id,
+            vm_id=vm_id,
+            name=name,
+            strict=strict,
+            log_level=LogLevel.parse(log_level),
+            plugin_configuration=_config_bytes(config),
+            vm_configuration=_config_bytes(vm_config),
+            env=env,
+            shared_data=shared_data,
+            shared_queues=shared_queues,
+            clusters=clusters,
+            foreign_functions=foreign_functions,
+            filter_state_keys=filter_state_keys,
+            properties=make_properties(properties),
+            attributes=attributes,
+            memory_limit=memory_limit,
+        )
+        self.state.runner = self
+        self.state.call = self._call  # type: ignore[method-assign]  # one frame fewer per callback
+        self.state.http_responder = http_responder
+        self._exports: dict[str, Any] = {}
         self._closed = False
-        self._hostcalls = HostCalls(self)
-        self.vm = WasmVM(loaded, self._hostcalls, env=dict(env or {}), memory_limit=memory_limit)
-        self._param_counts: dict[str, int] = {}
+        self._failed: PluginError | None = None
+        try:
+            self.vm = WasmVM(
+                loaded, self.state, memory_limit=memory_limit, fuel_limit=fuel_limit, deadline=deadline
+            )
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            # A start section runs while instantiating: its faults are the plugin's, named.
+            fault = self._fault("the module's start section", exc)
+            raise fault or PluginTrap("the module's start section", str(exc), self.logs) from None
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -139,76 +156,129 @@ class Plugin:
         ``path`` may also be the module's bytes. ``config`` (plugin configuration) and
         ``vm_config`` given as dict or list are sent as JSON. Options: ``root_id``,
         ``vm_id``, ``name``, ``strict``, ``log_level``, ``env``, ``shared_data``,
-        ``shared_queues``, ``clusters``, ``foreign_functions``, ``memory_limit`` (bytes),
-        ``fuel_limit`` (instructions per callback).
+        ``shared_queues``, ``clusters``, ``foreign_functions``, ``filter_state_keys``,
+        ``memory_limit`` (bytes),
+        ``fuel_limit`` (instructions per callback), ``deadline`` (seconds per callback),
+        ``attributes``, ``http_responder``.
         """
-        consume_fuel = options.get("fuel_limit") is not None
+        key = EngineKey(
+            consume_fuel=options.get("fuel_limit") is not None,
+            epoch=options.get("deadline", DEFAULT_DEADLINE) is not None,
+        )
         if isinstance(path, bytes | bytearray):
-            loaded = load_module(bytes(path), source="<module bytes>", consume_fuel=consume_fuel)
+            loaded = load_module(bytes(path), source="<module bytes>", key=key)
         else:
-            loaded = load_path(Path(path), consume_fuel=consume_fuel)
+            loaded = load_path(Path(path), key=key)
         plugin = cls(loaded, config=config, vm_config=vm_config, properties=properties, **options)
         plugin._start()
         return plugin
 
     def _start(self) -> None:
         exports = self.info.exports
-        if "_initialize" in exports:
-            self._invoke("_initialize")
-            if "main" in exports and exports["main"] == "func":
-                self._invoke("main", *([0] * self._params("main")))
-        elif "_start" in exports:
-            self._invoke("_start")
+        self.state.starting = True
+        try:
+            if "_initialize" in exports:
+                self._invoke("_initialize")
+                if exports.get("main") == "func":
+                    self._invoke("main", 0, 0)
+            elif "_start" in exports:
+                self._invoke("_start")
+        finally:
+            self.state.starting = False
         self._call("proxy_on_context_create", ROOT_CONTEXT_ID, 0)
-        started = self._call("proxy_on_vm_start", ROOT_CONTEXT_ID, len(self.vm_configuration))
+        started = self._call("proxy_on_vm_start", ROOT_CONTEXT_ID, len(self.state.vm_configuration))
         if self.vm.has("proxy_on_vm_start") and not started:
             raise PluginStartError(
                 f"{self.source}: the plugin refused to start: on_vm_start returned false", self.logs
             )
-        if self.vm.has("proxy_on_configure"):
-            self._configuring = True
-            try:
-                configured = self._call("proxy_on_configure", ROOT_CONTEXT_ID, len(self.plugin_configuration))
-            finally:
-                self._configuring = False
-            if not configured:
-                raise PluginStartError(
-                    f"{self.source}: the plugin refused its configuration: on_configure returned false",
-                    self.logs,
-                )
+        if self.vm.has("proxy_on_configure") and not self.configure(self.state.plugin_configuration):
+            raise PluginStartError(
+                f"{self.source}: the plugin refused its configuration: on_configure returned false",
+                self.logs,
+            )
 
     # -- the test API -------------------------------------------------------------------------------------
     def http_stream(self) -> HttpStream:
         """A new HTTP context (proxy_on_context_create(id, root))."""
-        stream = HttpStream(self, next(self._context_ids))
-        self._streams[stream.id] = stream
+        self._check_usable()
+        stream = HttpStream(self.state, self.state.new_context_id())
+        self.state.streams[stream.id] = stream
         self._call("proxy_on_context_create", stream.id, ROOT_CONTEXT_ID)
         return stream
 
+    def tcp_stream(self) -> TcpStream:
+        """A new downstream connection through the plugin as a network filter:
+        proxy_on_context_create(id, root), then proxy_on_new_connection (its answer is
+        ``new_connection_action``)."""
+        self._check_usable()
+        state = self.state
+        connection = TcpStream(state, state.new_context_id())
+        state.connections[connection.id] = connection
+        with state.dispatcher.step():
+            self._call("proxy_on_context_create", connection.id, ROOT_CONTEXT_ID)
+            action = self._call("proxy_on_new_connection", connection.id)
+            connection.new_connection_action = _ACTIONS.get(action, action)
+            if action == 0:
+                connection.upstream_selected = True  # the TCP proxy after the plugin runs now
+            else:
+                connection.downstream_paused = True
+            connection.phase = "open"
+        return connection
+
     def tick(self) -> None:
-        """One timer tick for the root context (proxy_on_tick)."""
+        """One timer tick for the root context (proxy_on_tick), whatever the clock says."""
         self._call("proxy_on_tick", ROOT_CONTEXT_ID)
 
-    @property
-    def metrics(self) -> dict[str, int | list[int]]:
-        """Metric name -> value (counters, gauges) or the recorded samples (histograms)."""
-        return {
-            metric.name: (metric.samples if metric.type == MetricType.HISTOGRAM else metric.value)
-            for metric in self._metrics_by_id.values()
-        }
+    def advance(self, milliseconds: float) -> int:
+        """Move the plugin's clock on: runs proxy_on_tick once per tick period that passes, as
+        Envoy's timer does, and times out HTTP callouts whose timeout passes (Envoy's 504).
+        The first call freezes the clock (a period set before counts from then). Returns the
+        number of ticks run."""
+        state = self.state
+        if state.now_ns is None:
+            # The clock freezes here; a tick period set before counts from now.
+            state.now_ns = time.time_ns()
+            if state.next_tick_ns is not None:
+                state.next_tick_ns = state.now_ns + state.tick_period_ms * 1_000_000
+        target = state.now_ns + int(milliseconds * 1_000_000)
+        ticks = 0
+        for _ in range(MAX_EVENTS_PER_ADVANCE):
+            due = [call for call in state.pending_http_calls if self._timeout_ns(call) is not None]
+            next_timeout = min((self._timeout_ns(call) or 0 for call in due), default=None)
+            next_tick = state.next_tick_ns
+            events = [t for t in (next_tick, next_timeout) if t is not None and t <= target]
+            if not events:
+                break
+            state.now_ns = min(events)
+            if next_timeout is not None and next_timeout == state.now_ns:
+                call = min(due, key=lambda c: self._timeout_ns(c) or 0)
+                call.time_out()
+                continue
+            state.next_tick_ns = state.now_ns + state.tick_period_ms * 1_000_000
+            self.tick()
+            ticks += 1
+        else:
+            raise PluginError(
+                f"advance({milliseconds}) would run more than {MAX_EVENTS_PER_ADVANCE} ticks and timeouts;"
+                f" the tick period is {state.tick_period_ms} ms"
+            )
+        state.now_ns = target
+        return ticks
 
-    def logs_at(self, level: LogLevel | str) -> list[str]:
-        wanted = LogLevel.parse(level)
-        return [entry.message for entry in self.logs if entry.level == wanted]
+    @staticmethod
+    def _timeout_ns(call: PendingHttpCall) -> int | None:
+        return call.dispatched_ns + call.timeout_ms * 1_000_000 if call.timeout_ms else None
 
     def configure(self, config: Any) -> bool:
-        """Send a new plugin configuration (proxy_on_configure), as an xDS update does."""
-        self.plugin_configuration = _config_bytes(config)
-        self._configuring = True
+        """Send a plugin configuration (proxy_on_configure), as an xDS update does."""
+        self.state.plugin_configuration = _config_bytes(config)
+        self.state.configuring = True
         try:
-            return bool(self._call("proxy_on_configure", ROOT_CONTEXT_ID, len(self.plugin_configuration)))
+            return bool(
+                self._call("proxy_on_configure", ROOT_CONTEXT_ID, len(self.state.plugin_configuration))
+            )
         finally:
-            self._configuring = False
+            self.state.configuring = False
 
     def close(self) -> None:
         """Tear the root context down (on_done, on_delete) and release the instance."""
@@ -216,8 +286,11 @@ class Plugin:
             return
         self._closed = True
         if self._failed is None:
-            for stream in list(self._streams.values()):
+            for stream in list(self.state.streams.values()):
                 stream.complete()
+            for connection in list(self.state.connections.values()):
+                connection.complete()
+            self.state.shutting_down = True
             self._call("proxy_on_done", ROOT_CONTEXT_ID)
             self._call("proxy_on_delete", ROOT_CONTEXT_ID)
 
@@ -227,197 +300,224 @@ class Plugin:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    # -- what the plugin did ----------------------------------------------------------------------------
+    @property
+    def logs(self) -> list[LogEntry]:
+        return self.state.logs
+
+    def logs_at(self, level: LogLevel | str) -> list[str]:
+        wanted = LogLevel.parse(level)
+        return [entry.message for entry in self.state.logs if entry.level == wanted]
+
+    @property
+    def metrics(self) -> dict[str, int | list[int]]:
+        """Metric name -> value (counters, gauges) or the recorded samples (histograms)."""
+        return self.state.metrics
+
+    @property
+    def violations(self) -> list[Violation]:
+        return self.state.violations
+
+    @property
+    def pending_http_calls(self) -> list[PendingHttpCall]:
+        return self.state.pending_http_calls
+
+    @property
+    def pending_grpc_calls(self) -> list[PendingGrpcCall]:
+        return self.state.pending_grpc_calls
+
+    @property
+    def shared_data(self) -> SharedData:
+        return self.state.shared_data
+
+    @property
+    def shared_queues(self) -> SharedQueues:
+        return self.state.shared_queues
+
+    @property
+    def tick_period_ms(self) -> int:
+        return self.state.tick_period_ms
+
+    @property
+    def now_ns(self) -> int | None:
+        return self.state.now_ns
+
+    @now_ns.setter
+    def now_ns(self, value: int | None) -> None:
+        self.state.now_ns = value
+
+    @property
+    def properties(self) -> dict[tuple[str, ...], bytes]:
+        return self.state.properties
+
+    @property
+    def root_id(self) -> str:
+        return self.state.root_id
+
+    @property
+    def vm_id(self) -> str:
+        return self.state.vm_id
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
     @property
     def failed(self) -> PluginError | None:
         return self._failed
 
-    # -- calls into the module ------------------------------------------------------------------
-    def _params(self, name: str) -> int:
-        count = self._param_counts.get(name)
-        if count is None:
-            count = self._param_counts[name] = self.vm.param_count(name)
-        return count
+    @property
+    def memory_pages(self) -> int:
+        """The module's linear memory now, in 64 KiB pages."""
+        return self.state.mem.size // _PAGE
 
-    def _invoke(self, name: str, *args: int) -> int:
+    # -- the CallbackRunner interface (used by VmState, streams and callouts) -----------------------------
+    def exports(self, name: str) -> bool:
+        return self.vm.has(name)
+
+    def call(self, callback: str, context_id: int, *args: int) -> int:
+        return self._call(callback, context_id, *args)
+
+    # -- kept for tests written against the first host ------------------------------------------------------
+    @property
+    def _streams(self) -> dict[int, HttpStream]:
+        return self.state.streams
+
+    def _get_property(self, path: tuple[str, ...]) -> bytes | None:
+        return self.state.get_property(path)
+
+    def _buffer(self, kind: BufferType) -> bytes | None:
+        found = self.state.buffer("", kind, record=False)
+        return None if isinstance(found, int) else found
+
+    # -- calls into the module ------------------------------------------------------------------
+    def _check_usable(self) -> None:
         if self._failed is not None:
             raise PluginError(
                 f"{self.source}: the plugin failed earlier and Envoy would not call it again: "
                 f"{self._failed.message}"
             )
-        if self.fuel_limit is not None:
-            self.vm.set_fuel(self.fuel_limit)
-        self._depth += 1
-        try:
-            result = self.vm.call(name, *args[: self._params(name)])
-        except LifecycleError as exc:
-            self._failed = exc
-            raise
-        except ProcExit as exc:
-            self._flush_stdio()
-            if name == "_start" and exc.code == 0:
-                return 0
-            raise self._fail(PluginTrap(name, str(exc), self.logs)) from None
-        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            self._flush_stdio()
-            raise self._fail(self._trap(name, exc)) from None
-        finally:
-            self._depth -= 1
-            if self._depth == 0:
-                self._flush_stdio()
-        if self._depth == 0:
-            self._run_deferred()
-        return int(result or 0)
 
     def _call(self, callback: str, context_id: int, *args: int) -> int:
         """Call a proxy_on_* export with ``context_id`` current; absent exports return 0."""
-        if not self.vm.has(callback):
+        export = self._exports.get(callback, _UNKNOWN)
+        if export is _UNKNOWN:
+            export = self._exports[callback] = self.vm.caller(callback) if self.vm.has(callback) else None
+        if export is None:
             return 0
-        previous = self._effective
-        self._effective = context_id
+        state = self.state
+        previous = state.effective
+        state.effective = context_id
         try:
-            return self._invoke(callback, context_id, *args)
+            return self._run(callback, export, context_id, *args)
         finally:
-            self._effective = previous
+            state.effective = previous
 
-    def _fail(self, error: PluginError) -> PluginError:
+    def _invoke(self, name: str, *args: int) -> int:
+        return self._run(name, self.vm.caller(name), *args)
+
+    def _run(self, name: str, export: Any, *args: int) -> int:
+        """One call into the module: the deadline, fuel and fault handling around it."""
+        if self._failed is not None:
+            self._check_usable()
+        state = self.state
+        outermost = state.depth == 0
+        if outermost:
+            state.callback = name
+            state.call_started = _monotonic()
+            state.refused_grow = None
+            if self.fuel_limit is not None:
+                self.vm.set_fuel(self.fuel_limit)
+            allocations = state.mem.allocations
+            dispatcher = state.dispatcher
+            dispatcher.depth += 1  # counts VMs running on this thread, not nested calls
+        state.depth += 1
+        previous = _current.vm
+        _current.vm = state
+        try:
+            result: int = export(*args)
+        except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
+            fault = self._fault(name, exc)
+            if fault is None:
+                return 0
+            raise fault from None
+        finally:
+            _current.vm = previous
+            state.depth -= 1
+            if outermost:
+                dispatcher.depth -= 1
+                if state.track_allocations:
+                    counts = state.host_allocations_by_callback
+                    counts[name] = counts.get(name, 0) + state.mem.allocations - allocations
+        if outermost and dispatcher.posted and dispatcher.depth == 0 and dispatcher.steps == 0:
+            dispatcher.drain()  # a call the test made directly: posted work runs now
+        return result
+
+    def _fault(self, callback: str, exc: Exception) -> PluginError | None:
+        """Name what went wrong in ``callback``; None when it was not a failure (exit 0 in _start)."""
+        state = self.state
+        pending, state.pending_error = state.pending_error, None
+        backtrace = _backtrace(exc)
+        error: PluginError
+        if isinstance(pending, KeyboardInterrupt):
+            self._failed = PluginError(f"{self.source}: interrupted in {callback}")
+            state.failed = True
+            raise KeyboardInterrupt
+        if isinstance(pending, LifecycleError):
+            error = pending
+        elif isinstance(pending, DeadlineExceeded):
+            error = DeadlineExceeded(callback, pending.deadline, state.logs, backtrace)
+        elif isinstance(pending, ResourceLimitError):
+            error = ResourceLimitError(callback, pending.reason, state.logs, backtrace)
+        elif isinstance(pending, PluginError):
+            error = pending
+        elif pending is not None:
+            error = PluginTrap(
+                callback,
+                f"a host function failed: {type(pending).__name__}: {pending}",
+                state.logs,
+                backtrace,
+            )
+        else:
+            error = self._trap(callback, exc, backtrace)
         self._failed = error
+        state.failed = True
         return error
 
-    def _trap(self, callback: str, exc: Exception) -> PluginTrap:
+    def _trap(self, callback: str, exc: Exception, backtrace: list[str]) -> PluginTrap:
         code = getattr(exc, "trap_code", None)
         reason = _trap_reason(getattr(exc, "message", None) or str(exc))
+        logs = self.state.logs
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             return ResourceLimitError(
-                callback, f"fuel cap of {self.fuel_limit} exhausted ({reason})", self.logs
+                callback, f"fuel cap of {self.fuel_limit} exhausted ({reason})", logs, backtrace
             )
-        if self.memory_limit is not None:
-            size = self.vm.memory.data_len(self.vm.store)
-            if size + _PAGE > self.memory_limit:
-                return ResourceLimitError(
-                    callback,
-                    f"memory cap of {self.memory_limit} bytes reached (memory is {size} bytes; {reason})",
-                    self.logs,
-                )
-        return PluginTrap(callback, reason, self.logs)
-
-    def _defer(self, action: Callable[[], None]) -> None:
-        self._deferred.append(action)
-
-    def _run_deferred(self) -> None:
-        while self._deferred:
-            self._deferred.pop(0)()
-
-    # -- state the host calls read and write ------------------------------------------------------
-    def _log(self, level: LogLevel, message: str) -> None:
-        self.logs.append(LogEntry(level, message))
-
-    def _write_stdio(self, fd: int, data: bytes) -> None:
-        """fd 1 logs at info, fd 2 at error, as Envoy does; whole lines, so that a Go
-        panic (written a few bytes at a time) reads as lines (Envoy logs each write)."""
-        pending = self._stdio[fd] + data
-        *lines, rest = pending.split(b"\n")
-        self._stdio[fd] = rest
-        for line in lines:
-            self._log(LogLevel.INFO if fd == 1 else LogLevel.ERROR, line.decode("utf-8", errors="replace"))
-
-    def _flush_stdio(self) -> None:
-        for fd in (1, 2):
-            if self._stdio[fd]:
-                rest, self._stdio[fd] = self._stdio[fd], b""
-                self._log(
-                    LogLevel.INFO if fd == 1 else LogLevel.ERROR, rest.decode("utf-8", errors="replace")
-                )
-
-    def _refuse(self, call: str, status: Status, why: str) -> int:
-        self.violations.append(Violation(call, status, why))
-        if self.strict:
-            raise LifecycleError(call, status.name, why)
-        return status
-
-    def _has_context(self, context_id: int) -> bool:
-        return context_id == ROOT_CONTEXT_ID or context_id in self._streams
-
-    def _effective_stream(self) -> HttpStream | None:
-        return self._streams.get(self._effective)
-
-    def _buffer(self, kind: BufferType) -> bytes | None:
-        if kind in (BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY):
-            stream = self._effective_stream()
-            if stream is None:
-                return None
-            return stream._buffered["request" if kind == BufferType.HTTP_REQUEST_BODY else "response"]
-        if kind == BufferType.HTTP_CALL_RESPONSE_BODY:
-            return self._http_call_response.body if self._http_call_response is not None else None
-        if kind == BufferType.VM_CONFIGURATION:
-            return self.vm_configuration
-        if kind == BufferType.PLUGIN_CONFIGURATION:
-            return self.plugin_configuration if self._configuring else None
-        return None
-
-    def _set_buffer(self, kind: BufferType, data: bytes) -> None:
-        stream = self._effective_stream()
-        if stream is not None:
-            stream._buffered["request" if kind == BufferType.HTTP_REQUEST_BODY else "response"] = data
-
-    def _get_property(self, path: tuple[str, ...]) -> bytes | None:
-        stream = self._effective_stream()
-        if stream is not None and path in stream.properties:
-            return stream.properties[path]
-        if path in self.properties:
-            return self.properties[path]
-        builtins: dict[tuple[str, ...], str] = {
-            ("plugin_name",): self.name,
-            ("plugin_root_id",): self.root_id,
-            ("plugin_vm_id",): self.vm_id,
-        }
-        builtin = builtins.get(path)
-        if builtin is not None:
-            return builtin.encode()
-        if stream is not None:
-            return stream_attribute(stream, path)
-        return None
-
-    def _set_property(self, path: tuple[str, ...], value: bytes) -> None:
-        stream = self._effective_stream()
-        (stream.properties if stream is not None else self.properties)[path] = value
-
-    def _define_metric(self, metric_type: MetricType, name: str) -> int:
-        key = (metric_type, name)
-        metric_id = self._metric_ids.get(key)
-        if metric_id is None:
-            # Envoy keeps the type in the low bits of the id.
-            metric_id = self._metric_ids[key] = (len(self._metric_ids) + 1) << 2 | int(metric_type)
-            self._metrics_by_id[metric_id] = Metric(name, metric_type)
-        return metric_id
-
-    def _next_token(self) -> int:
-        return next(self._tokens)
-
-    def _deliver_http_call(self, call: PendingHttpCall, response: HttpCallResponse | None) -> None:
-        if call not in self.pending_http_calls:
-            raise PluginError(f"HTTP call {call.token} was already answered")
-        self.pending_http_calls.remove(call)
-        # On failure Envoy calls back with nothing to read: the response maps do not exist.
-        self._http_call_response = response
-        self._in_http_call_response = True
-        try:
-            self._call(
-                "proxy_on_http_call_response",
-                ROOT_CONTEXT_ID,
-                call.token,
-                len(response.headers.pairs()) if response else 0,
-                len(response.body) if response else 0,
-                len(response.trailers.pairs()) if response else 0,
+        refused = self.state.refused_grow
+        if refused is not None:
+            size, requested, _ = refused
+            return ResourceLimitError(
+                callback,
+                f"memory cap of {self.memory_limit} bytes reached: memory.grow from {size} to"
+                f" {requested} bytes was refused, then the module trapped ({reason})",
+                logs,
+                backtrace,
             )
-        finally:
-            self._http_call_response = None
-            self._in_http_call_response = False
-
-    def _queue_ready(self, token: int) -> None:
-        self._call("proxy_on_queue_ready", ROOT_CONTEXT_ID, token)
+        return PluginTrap(callback, reason, logs, backtrace)
 
     def __repr__(self) -> str:
         return f"Plugin({self.source!r}, root_id={self.root_id!r})"
+
+
+def _backtrace(exc: Exception) -> list[str]:
+    """The wasm frames of a trap, innermost first, named when the module has a name section."""
+    frames = getattr(exc, "frames", None)
+    if not frames:
+        return []
+    out = []
+    for frame in frames:
+        name = frame.func_name or f"<function {frame.func_index}>"
+        out.append(f"{name} (function {frame.func_index}, offset {frame.func_offset:#x})")
+    return out
 
 
 def _trap_reason(message: str) -> str:

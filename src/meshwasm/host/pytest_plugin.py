@@ -1,10 +1,11 @@
 """pytest fixtures for plugin authors (installed with the package as the `meshwasm` pytest plugin).
 
-    def test_adds_header(load_plugin):
+    def test_adds_header(load_plugin, soak):
         plugin = load_plugin("build/my-plugin.wasm", config={"header": "x-a", "value": "1"})
         stream = plugin.http_stream()
         stream.send_request_headers({":path": "/"})
         ...
+        soak(plugin, 5000)  # fails the test if memory keeps growing with the streams
 
 Every pytest run in an environment with meshwasm installed imports this
 module, so it imports nothing heavy at module level: the host (and wasmtime)
@@ -21,6 +22,7 @@ import pytest
 
 if TYPE_CHECKING:
     from meshwasm.host.plugin import Plugin
+    from meshwasm.host.soak import SoakReport
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -68,3 +70,16 @@ def plugin_violations() -> Callable[[Plugin], list[str]]:
         return [f"{v.call}: {v.status.name}: {v.why}" for v in plugin.violations]
 
     return describe
+
+
+@pytest.fixture
+def soak() -> Callable[..., SoakReport]:
+    """``soak(plugin, streams=10_000, exchange=None, threshold=2.0)``: run that many streams
+    through one VM (after a warm-up) and return the :class:`~meshwasm.host.soak.SoakReport`;
+    the test fails with the report (``LeakFound``) when the memory keeps growing."""
+    from meshwasm.host.soak import soak as run_soak
+
+    def check(plugin: Plugin, streams: int = 10_000, **options: Any) -> SoakReport:
+        return run_soak(plugin, streams, **options).check()
+
+    return check

@@ -1,146 +1,236 @@
-"""wasmtime plumbing: one Engine and Linker per configuration, modules compiled once per process.
+"""wasmtime plumbing: engines, one linker per ABI version, instances, calls in and out.
 
-Host functions are defined once on a shared Linker and dispatch to the VM that
-is currently executing (a thread-local set around every call into wasm), so a
-new plugin costs one instantiation, not a new Linker and a recompilation.
+Host functions are defined once per engine and ABI on a shared Linker (as Envoy's
+surface table lists them) and find the VM they serve through a thread-local set
+around every call into wasm, so a new plugin costs one instantiation, not a new
+Linker and a recompilation. Both directions use wasmtime's "unchecked" C calls
+(raw 16-byte value slots, no per-call type lookup or value wrapping): that is most
+of a stream's cost otherwise. Every store can be interrupted: an epoch ticker
+thread advances the engine's epoch every ``TICK_SECONDS`` and a per-store callback
+enforces the callback deadline (and lets Ctrl-C in).
 """
 
 from __future__ import annotations
 
-import hashlib
+import ctypes
+import os
 import struct
+import sys
 import threading
+import time
+import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, ClassVar
 
 import wasmtime
+from wasmtime import _ffi as ffi
 
-from meshwasm.host.errors import MissingImportError, ModuleRejected
+from meshwasm.host.errors import DeadlineExceeded, MissingImportError, ModuleRejected, PluginTrap
+from meshwasm.host.functions import resolve
+from meshwasm.host.linear_memory import MemoryCreator
+from meshwasm.host.memory import OutOfBounds
+from meshwasm.host.state import VmState
+from meshwasm.host.surface import (
+    ABI_VERSIONS,
+    ENVOY_ABI_REFUSAL,
+    REFUSED_WHILE_STARTING,
+    WASI_MODULES,
+    HostFunction,
+    effective_abi,
+    lookup,
+    provided,
+)
 from meshwasm.wasm.binary import ModuleInfo, inspect_module
 
-Storelike = wasmtime.Store | wasmtime.Caller
-I32 = wasmtime.ValType.i32()
-I64 = wasmtime.ValType.i64()
-_T = {"i": I32, "I": I64}
+TICK_SECONDS = 0.01
+INVALID_MEMORY_ACCESS = 6
+WASI_EFAULT = 21
 
-# name -> (params, results); 'i' = i32, 'I' = i64. The proxy-wasm v0.2.x host functions.
-PROXY_FUNCTIONS: dict[str, tuple[str, str]] = {
-    "proxy_log": ("iii", "i"),
-    "proxy_get_log_level": ("i", "i"),
-    "proxy_get_current_time_nanoseconds": ("i", "i"),
-    "proxy_set_tick_period_milliseconds": ("i", "i"),
-    "proxy_get_status": ("iii", "i"),
-    "proxy_get_property": ("iiii", "i"),
-    "proxy_set_property": ("iiii", "i"),
-    "proxy_continue_stream": ("i", "i"),
-    "proxy_close_stream": ("i", "i"),
-    "proxy_continue_request": ("", "i"),
-    "proxy_continue_response": ("", "i"),
-    "proxy_clear_route_cache": ("", "i"),
-    "proxy_send_local_response": ("iiiiiiii", "i"),
-    "proxy_get_shared_data": ("iiiii", "i"),
-    "proxy_set_shared_data": ("iiiii", "i"),
-    "proxy_register_shared_queue": ("iii", "i"),
-    "proxy_resolve_shared_queue": ("iiiii", "i"),
-    "proxy_dequeue_shared_queue": ("iii", "i"),
-    "proxy_enqueue_shared_queue": ("iii", "i"),
-    "proxy_add_header_map_value": ("iiiii", "i"),
-    "proxy_get_header_map_value": ("iiiii", "i"),
-    "proxy_get_header_map_pairs": ("iii", "i"),
-    "proxy_set_header_map_pairs": ("iii", "i"),
-    "proxy_replace_header_map_value": ("iiiii", "i"),
-    "proxy_remove_header_map_value": ("iii", "i"),
-    "proxy_get_header_map_size": ("ii", "i"),
-    "proxy_get_buffer_status": ("iii", "i"),
-    "proxy_get_buffer_bytes": ("iiiii", "i"),
-    "proxy_set_buffer_bytes": ("iiiii", "i"),
-    "proxy_http_call": ("iiiiiiiiii", "i"),
-    "proxy_grpc_call": ("iiiiiiiiiiii", "i"),
-    "proxy_grpc_stream": ("iiiiiiii", "i"),
-    "proxy_grpc_send": ("iiii", "i"),
-    "proxy_grpc_cancel": ("i", "i"),
-    "proxy_grpc_close": ("i", "i"),
-    "proxy_define_metric": ("iiii", "i"),
-    "proxy_increment_metric": ("iI", "i"),
-    "proxy_record_metric": ("iI", "i"),
-    "proxy_get_metric": ("ii", "i"),
-    "proxy_set_effective_context": ("i", "i"),
-    "proxy_done": ("", "i"),
-    "proxy_call_foreign_function": ("iiiiii", "i"),
-}
+# -- raw C entry points, with argument types of our own (wasmtime-py's stay untouched) ---------------
 
-# WASI calls where Envoy's host behaves differently from a general-purpose WASI.
-WASI_OVERRIDES: dict[str, tuple[str, str]] = {
-    "fd_write": ("iiii", "i"),
-    "fd_read": ("iiii", "i"),
-    "fd_prestat_get": ("ii", "i"),
-    "poll_oneoff": ("iiii", "i"),
-    "proc_exit": ("i", ""),
-}
-WASI_MODULES = ("wasi_snapshot_preview1",)
+_HostCallback = ctypes.CFUNCTYPE(
+    ctypes.c_size_t, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t
+)
+_Finalizer = ctypes.CFUNCTYPE(None, ctypes.c_void_p)
+_define_unchecked = ctypes.CFUNCTYPE(
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+    ctypes.c_char_p,
+    ctypes.c_size_t,
+    ctypes.c_void_p,
+    _HostCallback,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+)(("wasmtime_linker_define_func_unchecked", ffi.dll))
+_call_unchecked = ctypes.CFUNCTYPE(
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_size_t,
+    ctypes.POINTER(ctypes.POINTER(ffi.wasm_trap_t)),
+)(("wasmtime_func_call_unchecked", ffi.dll))
+_trap_new = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)(
+    ("wasmtime_trap_new", ffi.dll)
+)
+_error_new = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p)(("wasmtime_error_new", ffi.dll))
+_EpochCallback = ctypes.CFUNCTYPE(
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.c_void_p,
+    ctypes.POINTER(ctypes.c_uint64),
+    ctypes.POINTER(ctypes.c_uint8),
+)
+_set_epoch_callback = ctypes.CFUNCTYPE(
+    None, ctypes.c_void_p, _EpochCallback, ctypes.c_void_p, ctypes.c_void_p
+)(("wasmtime_store_epoch_deadline_callback", ffi.dll))
+_set_epoch_deadline = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_uint64)(
+    ("wasmtime_context_set_epoch_deadline", ffi.dll)
+)
 
 
-class HostCallTarget(Protocol):
-    """What the executing VM dispatches host calls to (see meshwasm.host.hostcalls)."""
-
-    def dispatch(self, name: str) -> Callable[..., Any]: ...
+def _address(pointer: Any) -> int:
+    return ctypes.cast(pointer, ctypes.c_void_p).value or 0
 
 
-_active = threading.local()
+class _Current(threading.local):
+    vm: VmState | None = None
 
 
-def _current() -> HostCallTarget:
-    target: HostCallTarget | None = getattr(_active, "target", None)
-    if target is None:
-        raise RuntimeError("host function called outside a meshwasm call into wasm")
-    return target
+_current = _Current()
 
 
-def _trampoline(name: str) -> Callable[..., Any]:
-    def call(caller: wasmtime.Caller, *args: int) -> Any:
-        return _current().dispatch(name)(caller, *args)
+def _unraisable(args: Any) -> None:
+    """Ctrl-C can land where no try block catches it: as a C callback (the epoch callback, a
+    host function) is entered. ctypes then reports it here instead of raising it; while a VM
+    runs, it stops that VM (its next epoch check traps) and is raised after the call returns."""
+    vm = _current.vm
+    if vm is not None and isinstance(args.exc_value, KeyboardInterrupt):
+        if vm.pending_error is None:
+            vm.pending_error = args.exc_value
+        return
+    _previous_unraisable(args)
 
-    return call
+
+_previous_unraisable = sys.unraisablehook
+sys.unraisablehook = _unraisable
+
+
+class HostFault(Exception):
+    """A host function failed in a way that stops the plugin (carries the original error)."""
+
+
+def _trampoline(function: HostFunction) -> Any:
+    """The C callback for one host function: raw slots in, the implementation, raw slot out."""
+    implementation = resolve(function)
+    count = len(function.params)
+    args = struct.Struct("<" + "".join("I12x" if p == "i" else "q8x" for p in function.params))
+    size = 16 * count
+    has_result = bool(function.results)
+    fault = WASI_EFAULT if function.module in WASI_MODULES else INVALID_MEMORY_ACCESS
+    name = function.name
+    restricted = function.qualified in REFUSED_WHILE_STARTING
+    string_at = ctypes.string_at
+    u32 = ctypes.c_uint32
+
+    def callback(env: int, caller: int, raw: int, nraw: int) -> int:
+        vm = _current.vm
+        try:
+            if vm is None:
+                raise HostFault(f"{name} called outside a meshwasm call into wasm")
+            if restricted and vm.starting:
+                raise PluginTrap(
+                    vm.callback,
+                    f"restricted_callback: {function.qualified} called while the VM starts"
+                    " (_initialize, main, _start): Envoy fails the VM; of the proxy_* calls only"
+                    " proxy_log may be made then",
+                    vm.logs,
+                )
+            result = implementation(vm, *args.unpack(string_at(raw, size))) if count else implementation(vm)
+            if has_result:
+                u32.from_address(raw).value = result & 0xFFFFFFFF
+            return 0
+        except OutOfBounds:
+            if has_result:
+                u32.from_address(raw).value = fault
+            return 0
+        except BaseException as exc:  # anything else stops the plugin, reported after the call
+            if vm is not None and vm.pending_error is None:
+                vm.pending_error = exc
+            message = f"meshwasm host function {name} failed: {type(exc).__name__}".encode()
+            return _trap_new(message, len(message)) or 0
+
+    return _HostCallback(callback)
 
 
 @dataclass(frozen=True)
 class EngineKey:
     consume_fuel: bool
+    epoch: bool
 
 
 class _EngineEntry:
     def __init__(self, key: EngineKey):
         config = wasmtime.Config()
         config.consume_fuel = key.consume_fuel
+        config.epoch_interruption = key.epoch
+        # Memory grows in place (it is reserved up front): the host keeps one view of it.
+        config.memory_may_move = False
+        # The host allocates linear memories itself: it sees every grow (see linear_memory).
+        self.memory_creator = MemoryCreator(lambda: _current.vm)
+        self.memory_creator.install(config)
+        config.memory_init_cow = False  # copy-on-write images need wasmtime's own memories
+        if os.environ.get("MESHWASM_WASMTIME_CACHE", "1") != "0":
+            # wasmtime's on-disk cache of compiled code (~/.cache/wasmtime): a Go module that takes
+            # 20 s to compile loads in 0.2 s the next time, in this process or another.
+            config.cache = True
+        self.key = key
         self.engine = wasmtime.Engine(config)
-        self.linker = wasmtime.Linker(self.engine)
-        self.linker.define_wasi()
-        self.linker.allow_shadowing = True
-        self.provided: set[tuple[str, str]] = set()
-        for name, (params, results) in PROXY_FUNCTIONS.items():
-            ty = wasmtime.FuncType([_T[p] for p in params], [_T[r] for r in results])
-            self.linker.define_func("env", name, ty, _trampoline(name), access_caller=True)
-            self.provided.add(("env", name))
-        for module in WASI_MODULES:
-            for name, (params, results) in WASI_OVERRIDES.items():
-                ty = wasmtime.FuncType([_T[p] for p in params], [_T[r] for r in results])
-                self.linker.define_func(module, name, ty, _trampoline(f"wasi_{name}"), access_caller=True)
-        self.modules: dict[str, tuple[wasmtime.Module, wasmtime.InstancePre]] = {}
+        self._linkers: dict[str, wasmtime.Linker] = {}
+        self._callbacks: dict[tuple[str, str], Any] = {}  # kept alive as long as the engine
+        self.modules: dict[str, wasmtime.Module] = {}
+        self.pres: dict[tuple[str, str], wasmtime.InstancePre] = {}
         self.lock = threading.Lock()
+        if key.epoch:
+            _Ticker.add(self.engine)
 
-    def is_provided(self, store: wasmtime.Store, module: str, name: str) -> bool:
-        if (module, name) in self.provided:
-            return True
-        try:
-            self.linker.get(store, module, name)
-        except wasmtime.WasmtimeError:
-            return False
-        return True
+    def linker(self, abi: str) -> wasmtime.Linker:
+        linker = self._linkers.get(abi)
+        if linker is None:
+            linker = self._linkers[abi] = wasmtime.Linker(self.engine)
+            for function in provided(abi):
+                key = (function.module, function.name)
+                callback = self._callbacks.get(key)
+                if callback is None:
+                    callback = self._callbacks[key] = _trampoline(function)
+                ty = wasmtime.FuncType(
+                    [_VALTYPE[p] for p in function.params], [_VALTYPE[r] for r in function.results]
+                )
+                module, name = function.module.encode(), function.name.encode()
+                error = _define_unchecked(
+                    _address(linker.ptr()),
+                    module,
+                    len(module),
+                    name,
+                    len(name),
+                    _address(ty.ptr()),
+                    callback,
+                    None,
+                    None,
+                )
+                if error:
+                    raise wasmtime.WasmtimeError._from_ptr(
+                        ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t))
+                    )
+        return linker
 
 
+_VALTYPE = {"i": wasmtime.ValType.i32(), "I": wasmtime.ValType.i64()}
 _ENGINES: dict[EngineKey, _EngineEntry] = {}
 _ENGINES_LOCK = threading.Lock()
 
@@ -153,21 +243,90 @@ def engine_for(key: EngineKey) -> _EngineEntry:
         return entry
 
 
+class _Ticker:
+    """One daemon thread advancing the epoch of every interruptible engine."""
+
+    _engines: ClassVar[weakref.WeakSet[wasmtime.Engine]] = weakref.WeakSet()
+    _thread: ClassVar[threading.Thread | None] = None
+    _lock: ClassVar[threading.Lock] = threading.Lock()
+
+    @classmethod
+    def add(cls, engine: wasmtime.Engine) -> None:
+        with cls._lock:
+            cls._engines.add(engine)
+            if cls._thread is None:
+                cls._thread = threading.Thread(target=cls._run, name="meshwasm-epoch", daemon=True)
+                cls._thread.start()
+
+    @classmethod
+    def _run(cls) -> None:
+        while True:
+            time.sleep(TICK_SECONDS)
+            for engine in list(cls._engines):
+                engine.increment_epoch()
+
+
 @dataclass(frozen=True)
 class LoadedModule:
     source: str
     info: ModuleInfo
+    abi: str
     module: wasmtime.Module
     pre: wasmtime.InstancePre
     entry: _EngineEntry
 
 
-def load_module(data: bytes, *, source: str, consume_fuel: bool) -> LoadedModule:
+def _signature(ty: wasmtime.FuncType) -> str:
+    def render(types: list[wasmtime.ValType]) -> str:
+        return " ".join(str(t) for t in types) or "void"
+
+    return f"{render(ty.params)} -> {render(ty.results)}"
+
+
+def _check_imports(source: str, abi: str, module: wasmtime.Module) -> None:
+    """Refuse what Envoy refuses: imports it does not provide for this ABI (by name), and
+    imports whose type differs from Envoy's (with Envoy's own wording)."""
+    missing: list[tuple[str, str]] = []
+    mismatched: list[str] = []
+    for item in module.imports:
+        ty = item.type
+        if not isinstance(ty, wasmtime.FuncType):
+            missing.append((item.module, item.name or ""))
+            continue
+        rows = lookup(item.module, item.name or "")
+        row = next((r for r in rows if abi in r.abis), None)
+        if row is None:
+            missing.append((item.module, item.name or ""))
+            continue
+        if _signature(ty) != row.signature:
+            mismatched.append(f"{row.qualified}, want: {_signature(ty)}, but host exports: {row.signature}")
+    if missing:
+        raise MissingImportError(source, missing, abi=abi)
+    if mismatched:
+        raise ModuleRejected(
+            f"{source} imports {len(mismatched)} function(s) with a type Envoy does not provide"
+            f" (Envoy: 'Failed to load Wasm module due to an import type mismatch'): "
+            + "; ".join(mismatched),
+            hint="the module was built against a different proxy-wasm ABI or SDK version",
+        )
+
+
+def load_module(data: bytes, *, source: str, key: EngineKey) -> LoadedModule:
     """Check and compile ``data`` (once per process per sha256 and engine configuration)."""
     info = inspect_module(data, source=source)
-    if not info.is_proxy_wasm:
+    abi = effective_abi(info.exports)
+    if abi is None:
+        markers = [n for n, k in info.exports.items() if k == "func" and n.startswith("proxy_abi_version_")]
+        what = (
+            f"it exports only ABI markers Envoy does not know ({', '.join(markers)})"
+            if markers
+            else "it exports no proxy_abi_version_* marker"
+        )
         raise ModuleRejected(
-            f"{source} is WebAssembly but not a proxy-wasm module: it exports no proxy_abi_version_* marker",
+            f"{source} is WebAssembly but not a proxy-wasm module Envoy runs: {what};"
+            f" Envoy refuses it with '{ENVOY_ABI_REFUSAL}' (it runs ABI "
+            + ", ".join(v.replace("_", ".") for v in ABI_VERSIONS)
+            + ")",
             hint="build it with a proxy-wasm SDK (proxy-wasm-go-sdk, proxy-wasm-rust-sdk, ...)",
         )
     if "memory" not in info.exports:
@@ -175,132 +334,129 @@ def load_module(data: bytes, *, source: str, consume_fuel: bool) -> LoadedModule
     if "proxy_on_memory_allocate" not in info.exports and "malloc" not in info.exports:
         raise ModuleRejected(
             f"{source} exports no allocator (neither proxy_on_memory_allocate nor malloc);"
-            " the host cannot hand it headers, bodies or configuration",
+            " the host cannot hand it headers, bodies or configuration"
+            " (Envoy: 'Wasm module is missing malloc function.')",
             hint="proxy-wasm SDKs export proxy_on_memory_allocate; C/TinyGo builds export malloc",
         )
-    entry = engine_for(EngineKey(consume_fuel=consume_fuel))
+    entry = engine_for(key)
     with entry.lock:
-        cached = entry.modules.get(info.sha256)
-        if cached is None:
-            probe = wasmtime.Store(entry.engine)
-            missing = sorted(
-                {
-                    (module, name)
-                    for module, name, kind in info.imports
-                    if kind == "func" and not entry.is_provided(probe, module, name)
-                }
-            )
-            if missing:
-                raise MissingImportError(source, missing)
+        pre = entry.pres.get((info.sha256, abi))
+        module = entry.modules.get(info.sha256)
+        if module is None:
             try:
-                module = wasmtime.Module(entry.engine, data)
-                pre = entry.linker.instantiate_pre(module)
+                module = entry.modules[info.sha256] = wasmtime.Module(entry.engine, data)
             except wasmtime.WasmtimeError as exc:
-                raise ModuleRejected(f"{source} cannot be linked by this host: {exc}") from exc
-            cached = entry.modules[info.sha256] = (module, pre)
-    return LoadedModule(source=source, info=info, module=cached[0], pre=cached[1], entry=entry)
+                raise ModuleRejected(f"{source} cannot be compiled: {exc}") from None
+        if pre is None:
+            _check_imports(source, abi, module)
+            try:
+                pre = entry.pres[(info.sha256, abi)] = entry.linker(abi).instantiate_pre(module)
+            except wasmtime.WasmtimeError as exc:
+                raise ModuleRejected(f"{source} cannot be linked by this host: {exc}") from None
+    return LoadedModule(source=source, info=info, abi=abi, module=module, pre=pre, entry=entry)
 
 
-def load_path(path: Path, *, consume_fuel: bool) -> LoadedModule:
+def load_path(path: Path, *, key: EngineKey) -> LoadedModule:
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ModuleRejected(f"{path}: no such file") from None
     except IsADirectoryError:
         raise ModuleRejected(f"{path} is a directory, not a .wasm file") from None
-    return load_module(data, source=str(path), consume_fuel=consume_fuel)
+    return load_module(data, source=str(path), key=key)
 
 
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+class Export:
+    """One exported function, called with integers through wasmtime's unchecked C call."""
 
-
-class _DirectCall:
-    """Calls an export with integer arguments straight through wasmtime's C API.
-
-    wasmtime-py's ``Func.__call__`` looks the function type up and converts every
-    value on each call, which is most of a stream's cost; the types of a proxy-wasm
-    callback never change, so this resolves them once. It uses wasmtime-py internals
-    (``_ffi``, ``enter_wasm``); :func:`direct_caller` falls back to the public call
-    when they are not there.
-    """
+    __slots__ = (
+        "_args",
+        "_buffer",
+        "_context",
+        "_func",
+        "_keep",
+        "_length",
+        "_result",
+        "_trap",
+        "_trap_ref",
+        "_view",
+        "params",
+    )
 
     def __init__(self, func: wasmtime.Func, store: wasmtime.Store):
-        from wasmtime import _ffi
-        from wasmtime._func import enter_wasm
-
-        self._ffi = _ffi
-        self._enter_wasm = enter_wasm
         ty = func.type(store)
-        i32, i64 = _ffi.WASMTIME_I32.value, _ffi.WASMTIME_I64.value
-        kinds = {str(I32): i32, str(I64): i64}
-        self._params = [kinds[str(t)] for t in ty.params]  # KeyError: not all integers
-        self._results = [kinds[str(t)] for t in ty.results]
-        if len(self._results) > 1:
-            raise TypeError("more than one result")
-        self._i32 = i32
-        self._raw = func._func
-        self._byref = __import__("ctypes").byref
+        kinds = {"i32": "i12x", "i64": "q8x"}  # signed i32: callers pass ints in range
+        try:
+            params = [kinds[str(t)] for t in ty.params]
+            results = [str(t) for t in ty.results]
+        except KeyError:
+            raise TypeError(f"export with non-integer parameters: {_signature(ty)}") from None
+        if len(results) > 1 or any(r not in kinds for r in results):
+            raise TypeError(f"export with an unsupported result: {_signature(ty)}")
+        self.params = len(params)
+        self._length = max(len(params), len(results), 1)
+        self._buffer = (ffi.wasmtime_val_raw * self._length)()
+        self._view = memoryview(self._buffer).cast("B")
+        self._args = struct.Struct("<" + "".join(params))
+        self._result = None if not results else struct.Struct("<i" if results[0] == "i32" else "<q")
+        self._keep = func  # the wasmtime_func_t below lives in it
+        self._func = ctypes.addressof(func._func)
+        self._context = _address(store._context())
+        self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
+        self._trap_ref = ctypes.byref(self._trap)
 
-    def __call__(self, store: Storelike, *args: int) -> int | None:
-        ffi = self._ffi
-        count = len(self._params)
-        params = (ffi.wasmtime_val_t * count)()
-        for i, (kind, value) in enumerate(zip(self._params, args, strict=True)):
-            params[i].kind = kind
-            if kind == self._i32:
-                params[i].of.i32 = value
-            else:
-                params[i].of.i64 = value
-        results = (ffi.wasmtime_val_t * len(self._results))()
-        with self._enter_wasm(store) as trap:
-            error = ffi.wasmtime_func_call(
-                store._context(), self._byref(self._raw), params, count, results, len(self._results), trap
-            )
-            if error:
-                raise wasmtime.WasmtimeError._from_ptr(error)
-        if not self._results:
-            return None
-        result: int = results[0].of.i32 if self._results[0] == self._i32 else results[0].of.i64
-        return result
-
-
-def direct_caller(func: wasmtime.Func, store: wasmtime.Store) -> Callable[..., Any]:
-    try:
-        return _DirectCall(func, store)
-    except (ImportError, AttributeError, KeyError, TypeError):
-        return func
-
-
-class OutOfBounds(Exception):
-    """A pointer from the module points outside its memory."""
+    def __call__(self, *args: int) -> int:
+        """Call with the export's parameters (extra trailing arguments are dropped: an ABI 0.1.0
+        module's header callbacks take one fewer than the host passes)."""
+        if args:
+            if len(args) != self.params:
+                args = args[: self.params]
+            self._args.pack_into(self._view, 0, *args)
+        error = _call_unchecked(self._context, self._func, self._buffer, self._length, self._trap_ref)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(ctypes.cast(error, ctypes.POINTER(ffi.wasmtime_error_t)))
+        if self._trap:
+            trap = wasmtime.Trap._from_ptr(self._trap)
+            self._trap = ctypes.POINTER(ffi.wasm_trap_t)()  # the trap is wasmtime.Trap's now
+            self._trap_ref = ctypes.byref(self._trap)
+            raise trap
+        if self._result is None:
+            return 0
+        value: int = self._result.unpack_from(self._view, 0)[0]
+        return value
 
 
 class WasmVM:
-    """One instance of a module in its own Store, with memory helpers for host calls."""
+    """One instance of a module in its own Store, serving one :class:`VmState`."""
 
     def __init__(
         self,
         loaded: LoadedModule,
-        target: HostCallTarget,
+        state: VmState,
         *,
-        env: dict[str, str] | None = None,
-        memory_limit: int | None = None,
+        memory_limit: int | None,
+        fuel_limit: int | None,
+        deadline: float | None,
     ):
         self.loaded = loaded
-        self.target = target
+        self.state = state
+        self.fuel_limit = fuel_limit
+        self.deadline = deadline
         self.store = wasmtime.Store(loaded.entry.engine)
-        wasi = wasmtime.WasiConfig()
-        if env:
-            wasi.env = list(env.items())
-        self.store.set_wasi(wasi)
-        if memory_limit is not None:
-            self.store.set_limits(memory_size=memory_limit)
+        # memory_limit is enforced as memories grow (linear_memory.MemoryCreator), not by a
+        # wasmtime limiter, which would refuse grows without the host knowing.
+        if fuel_limit is not None:
+            self.store.set_fuel(fuel_limit)  # a start section runs under the cap too
+        self._epoch_callback: Any = None
+        if loaded.entry.key.epoch:
+            self._epoch_callback = _EpochCallback(self._on_epoch)
+            _set_epoch_callback(_address(self.store.ptr()), self._epoch_callback, None, None)
+            _set_epoch_deadline(_address(self.store._context()), 1)
+        state.call_started = time.monotonic()
         with self.active():
             instance = loaded.pre.instantiate(self.store)
         exports = instance.exports(self.store)
         self.functions: dict[str, wasmtime.Func] = {}
-        self._callers: dict[str, Callable[..., Any]] = {}
         for name, kind in loaded.info.exports.items():
             if kind == "func":
                 item = exports[name]
@@ -310,68 +466,61 @@ class WasmVM:
         if not isinstance(memory, wasmtime.Memory):
             raise ModuleRejected(f"{loaded.source}: export 'memory' is not a memory")
         self.memory = memory
-        allocator = self.functions.get("proxy_on_memory_allocate") or self.functions["malloc"]
-        self.allocator = direct_caller(allocator, self.store)
+        state.mem.attach(self.store._context(), memory._memory)
+        allocator = self.functions.get("malloc") or self.functions["proxy_on_memory_allocate"]
+        self._exports: dict[str, Export] = {}
+        allocate = self.export(allocator, "malloc")
+        state.mem.allocator = allocate
+
+    def _on_epoch(self, context: int, data: int, delta: Any, kind: Any) -> int:
+        """Every tick while this store runs wasm: the deadline, and a chance for Ctrl-C (Python
+        runs its SIGINT handler in here, or at the entry of a host function: see _unraisable)."""
+        state = self.state
+        try:
+            delta[0] = 1
+            kind[0] = 0  # continue
+            if state.pending_error is not None:
+                return _error_new(b"meshwasm: stopped") or 0
+            if self.deadline is not None and time.monotonic() - state.call_started > self.deadline:
+                raise DeadlineExceeded(state.callback or "the module's start", self.deadline, state.logs)
+        except BaseException as exc:  # KeyboardInterrupt arrives here too, while wasm runs
+            if state.pending_error is None:
+                state.pending_error = exc
+            return _error_new(b"meshwasm: interrupted") or 0
+        return 0
 
     @contextmanager
     def active(self) -> Iterator[None]:
-        previous = getattr(_active, "target", None)
-        _active.target = self.target
+        previous = _current.vm
+        _current.vm = self.state
         try:
             yield
         finally:
-            _active.target = previous
+            _current.vm = previous
+
+    def export(self, func: wasmtime.Func, name: str) -> Callable[..., int]:
+        found = self._exports.get(name)
+        if found is None:
+            found = self._exports[name] = Export(func, self.store)
+        return found
 
     def has(self, name: str) -> bool:
         return name in self.functions
 
-    def call(self, name: str, *args: int) -> Any:
-        caller = self._callers.get(name)
-        if caller is None:
-            caller = self._callers[name] = direct_caller(self.functions[name], self.store)
-        with self.active():
-            return caller(self.store, *args)
-
-    def param_count(self, name: str) -> int:
-        return len(self.functions[name].type(self.store).params)
-
-    # -- memory, used from inside host calls (``caller`` is the store there) ----------------------
-    def read(self, store: Storelike, ptr: int, size: int) -> bytes:
-        if size == 0:
-            return b""
-        if ptr < 0 or size < 0 or ptr + size > self.memory.data_len(store):
-            raise OutOfBounds(f"read of {size} bytes at {ptr}")
-        return bytes(self.memory.read(store, ptr, ptr + size))
-
-    def write(self, store: Storelike, ptr: int, data: bytes) -> None:
-        if not data:
-            return
-        if ptr <= 0 or ptr + len(data) > self.memory.data_len(store):
-            raise OutOfBounds(f"write of {len(data)} bytes at {ptr}")
-        self.memory.write(store, data, ptr)
-
-    def write_u32(self, store: Storelike, ptr: int, value: int) -> None:
-        self.write(store, ptr, struct.pack("<I", value & 0xFFFFFFFF))
-
-    def write_u64(self, store: Storelike, ptr: int, value: int) -> None:
-        self.write(store, ptr, struct.pack("<Q", value & 0xFFFFFFFFFFFFFFFF))
-
-    def read_u32(self, store: Storelike, ptr: int) -> int:
-        value: int = struct.unpack("<I", self.read(store, ptr, 4))[0]
-        return value
-
-    def allocate(self, store: Storelike, size: int) -> int:
-        ptr: int = self.allocator(store, size) & 0xFFFFFFFF
-        if ptr == 0 and size:
-            raise OutOfBounds(f"the module's allocator returned NULL for {size} bytes")
-        return ptr
-
-    def copy_out(self, store: Storelike, data: bytes, ptr_ptr: int, size_ptr: int) -> None:
-        """Allocate ``data`` in the module and store its address and size at the given pointers."""
-        ptr = self.allocate(store, len(data)) if data else 0
-        self.write(store, ptr, data)
-        self.write_u32(store, ptr_ptr, ptr)
-        self.write_u32(store, size_ptr, len(data))
+    def caller(self, name: str) -> Export:
+        found = self._exports.get(name)
+        if found is None:
+            found = self._exports[name] = Export(self.functions[name], self.store)
+        return found
 
     def set_fuel(self, fuel: int) -> None:
         self.store.set_fuel(fuel)
+
+    def enter(self) -> VmState | None:
+        previous = _current.vm
+        _current.vm = self.state
+        return previous
+
+    @staticmethod
+    def leave(previous: VmState | None) -> None:
+        _current.vm = previous
