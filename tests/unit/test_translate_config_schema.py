@@ -74,6 +74,19 @@ def test_merge_attachment_wins_objects_merge_lists_replace_null_removes():
     assert merge_config(None, None) == {}
 
 
+def test_merge_keeps_base_key_order_shares_nothing_and_drops_only_mapping_nulls():
+    base = {"z": 1, "a": {"k": [1, {"deep": "x"}]}, "m": "keep", "gone": 2}
+    overlay = {"new": {"p": None, "q": [None, {"r": None}]}, "a": {"n": 2}, "gone": None, "z": 3}
+    merged = merge_config(base, overlay)
+    assert list(merged) == ["z", "a", "m", "new"]
+    assert list(merged["a"]) == ["k", "n"]
+    assert merged["new"] == {"q": [None, {"r": None}]}  # a list is a value: kept whole, nulls and all
+    merged["a"]["k"][1]["deep"] = "changed"
+    merged["new"]["q"][1]["r"] = 1
+    assert base["a"]["k"][1]["deep"] == "x"
+    assert overlay["new"]["q"][1] == {"r": None}
+
+
 def test_seed_form_extension_with_list_form_attachment_merges_into_a_valid_config(schema):
     """The seed's extension default ({header, value}) plus a `headers` list on the gateway is
     invalid (both forms), unless the attachment drops the defaults with null."""

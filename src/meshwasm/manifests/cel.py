@@ -197,19 +197,23 @@ class RuleCompileError(ValueError):
 
 _STRING_LITERAL = re.compile(r"'''.*?'''|\"\"\".*?\"\"\"|'(?:\\.|[^'\\])*'|\"(?:\\.|[^\"\\])*\"", re.S)
 _SELF = re.compile(r"\bself\b(\.[A-Za-z_][A-Za-z0-9_]*)?(\s*\()?")
+_HAS_FIELD = re.compile(r"\bhas\(\s*self\.([A-Za-z_][A-Za-z0-9_]*)\s*\)")
 
 
-def _fields_read(rule: str) -> frozenset[str] | None:
-    """The fields of ``self`` a rule reads, when it reads ``self`` only as ``self.<field>``
-    (so its result depends on nothing else); None when it uses ``self`` whole."""
+def _fields_read(rule: str) -> tuple[frozenset[str] | None, frozenset[str]]:
+    """What of ``self`` a rule reads: the fields whose values it reads, when it reads ``self``
+    only as ``self.<field>`` (None when it uses ``self`` whole), and the fields it only tests the
+    presence of (``has(self.<field>)`` and nothing else), so its result depends on nothing else."""
     code = _STRING_LITERAL.sub('""', rule)
+    tested = frozenset(_HAS_FIELD.findall(code))
+    code = _HAS_FIELD.sub("true", code)
     fields: set[str] = set()
     for found in _SELF.finditer(code):
         selection, call = found.group(1), found.group(2)
         if selection is None or call is not None:
-            return None
+            return None, tested
         fields.add(selection[1:])
-    return frozenset(fields)
+    return frozenset(fields), tested - fields
 
 
 @dataclass
@@ -217,7 +221,9 @@ class CompiledRule:
     """One ``x-kubernetes-validations`` entry, compiled for the type of ``self`` at its node.
 
     :meth:`failure` evaluates it; results are remembered per value, since a tree
-    repeats the same values (selectors, URLs) across many resources.
+    repeats the same values (selectors, URLs) across many resources. A rule that reads only some
+    fields of ``self`` is remembered per those fields' values, and per the mere presence of the
+    fields it only tests with ``has()``.
     """
 
     rule: str
@@ -227,7 +233,12 @@ class CompiledRule:
     reason: str | None = None
     field_path: str | None = None
     transition: bool = False
+    presence: frozenset[str] = frozenset()
     _cache: dict[Any, str | None] | None = None
+
+    def __post_init__(self) -> None:
+        self._read = (self.fields or frozenset()) | self.presence
+        self._tested = tuple(sorted(self.presence))
 
     def failure(self, value: Any) -> str | None:
         """None when ``value`` passes; otherwise the API server's detail: the rule's message,
@@ -236,8 +247,10 @@ class CompiledRule:
             return None  # a rule on oldSelf applies to updates only
         subject = value
         if self.fields is not None and isinstance(value, dict):
-            subject = {name: value[name] for name in self.fields if name in value}
-        key = value_key(subject)
+            subject = {name: value[name] for name in self._read if name in value}
+            key = self._key(subject)
+        else:
+            key = value_key(subject)
         cache = self._cache if self._cache is not None else self._new_cache()
         if key is not None and key in cache:
             return cache[key]
@@ -247,6 +260,20 @@ class CompiledRule:
                 cache.clear()
             cache[key] = result
         return result
+
+    def _key(self, subject: dict[str, Any]) -> Any:
+        """The cache key of a subject made of the fields the rule reads: their values, and only
+        whether the presence-tested ones are there (absent, null, or set)."""
+        if not self._tested:
+            return value_key(subject)
+        read = self.fields or frozenset()
+        valued = value_key({name: subject[name] for name in read if name in subject})
+        if valued is None:
+            return None
+        marks = tuple(
+            0 if name not in subject else 1 if subject[name] is None else 2 for name in self._tested
+        )
+        return (valued, marks)
 
     def _new_cache(self) -> dict[Any, str | None]:
         self._cache = {}
@@ -316,11 +343,13 @@ def compile_rule(entry: Mapping[str, Any], self_type: CelType) -> CompiledRule:
         program = env.compile(rule)
     except RuntimeError as exc:
         raise RuleCompileError(f"rule compile error: {exc}") from None
+    fields, presence = _fields_read(rule)
     return CompiledRule(
         rule=rule.strip(),
         message=str(entry.get("message") or "").strip(),
         program=program,
-        fields=_fields_read(rule),
+        fields=fields,
+        presence=presence,
         reason=entry.get("reason"),
         field_path=entry.get("fieldPath"),
         transition=re.search(r"\boldSelf\b", _STRING_LITERAL.sub('""', rule)) is not None,

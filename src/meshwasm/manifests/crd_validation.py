@@ -6,7 +6,7 @@ schema (types, enums, required fields, bounds, patterns, ``oneOf``/``anyOf``/
 apply``'s default), and evaluates the schema's CEL rules
 (``x-kubernetes-validations``) with ``self`` bound to each node's value.
 
-A schema is compiled once into a tree of :class:`_Node` (CEL rules compiled and
+A schema is compiled once into a tree of :class:`SchemaNode` (CEL rules compiled and
 type-checked with it) and reused for every resource. Errors read as the API
 server writes them (``spec.selector.matchLabels[app]: Invalid value: "a*":
 wildcard not allowed in label value match``) and carry the path, so callers can
@@ -87,7 +87,7 @@ class _Errors:
         return k8s_path(path, frozenset(self.keys))
 
 
-class _Node:
+class SchemaNode:
     """One schema node, compiled: checks a value and its children, then its CEL rules."""
 
     def __init__(self, schema: Mapping[str, Any], where: str):
@@ -96,11 +96,14 @@ class _Node:
         self.int_or_string = bool(schema.get("x-kubernetes-int-or-string"))
         self.preserve_unknown = bool(schema.get("x-kubernetes-preserve-unknown-fields"))
         self.properties = {
-            name: _Node(child, f"{where}.{name}") for name, child in (schema.get("properties") or {}).items()
+            name: SchemaNode(child, f"{where}.{name}")
+            for name, child in (schema.get("properties") or {}).items()
         }
         additional = schema.get("additionalProperties")
-        self.additional = _Node(additional, f"{where}[*]") if isinstance(additional, dict) else None
-        self.items = _Node(schema["items"], f"{where}[*]") if isinstance(schema.get("items"), dict) else None
+        self.additional = SchemaNode(additional, f"{where}[*]") if isinstance(additional, dict) else None
+        self.items = (
+            SchemaNode(schema["items"], f"{where}[*]") if isinstance(schema.get("items"), dict) else None
+        )
         self.required: list[str] = list(schema.get("required") or [])
         self.enum: list[Any] | None = schema.get("enum")
         self.minimum = schema.get("minimum")
@@ -144,6 +147,41 @@ class _Node:
         self.open = self.preserve_unknown or (
             self.type == "object" and not self.properties and self.additional is None
         )
+        # An object that keeps whatever it holds (a WasmPlugin's pluginConfig): any dict passes.
+        self.any_object = (
+            self.type == "object"
+            and self.open
+            and self.additional is None
+            and not (self.int_or_string or self.required or self.rules or self.shapes)
+            and self.enum is None
+            and self.max_properties is None
+        )
+
+    def child(self, name: str) -> SchemaNode | None:
+        """The node that checks field ``name`` of an object value here (None when nothing does:
+        an object that keeps unknown fields, or a field it does not know)."""
+        if self.additional is not None:
+            return self.additional
+        return None if self.open else self.properties.get(name)
+
+    def reads_values_of(self, names: frozenset[str]) -> bool:
+        """Whether this node's own checks of an object (not its fields' checks) may depend on the
+        value of a field in ``names`` beyond whether it is there: an enum of whole objects, a
+        oneOf/anyOf/allOf/not shape, or a rule that reads such a field's value or ``self`` whole.
+        (Required fields, unknown fields and maxProperties depend on the field names alone.)"""
+        if self.enum is not None or self.shapes:
+            return True
+        return any(rule.fields is None or bool(rule.fields & names) for rule in self.rules)
+
+    def accepts(self, value: Any, path: FieldPath) -> bool:
+        """Whether ``value`` at ``path`` passes this node and everything under it, without error."""
+        if self.free and _TYPE_OF.get(type(value)) == self.type:
+            return True  # nothing to check but the type, which is right (as _check_object skips it)
+        if self.any_object and type(value) is dict:
+            return True
+        errors = _Errors()
+        self.check(value, path, errors)
+        return not errors.found
 
     def check(self, value: Any, path: FieldPath, errors: _Errors) -> bool:
         """Check ``value``; False when it has a structural error at this node (its rules are skipped).
@@ -441,7 +479,7 @@ class SchemaValidator:
 
     def __init__(self, schema: Mapping[str, Any], *, name: str = ""):
         self.name = name
-        self.root = _Node(schema, name)
+        self.root = SchemaNode(schema, name)
 
     def errors(self, manifest: Mapping[str, Any]) -> list[FieldError]:
         """Every refusal for ``manifest`` (apiVersion, kind and metadata are checked elsewhere)."""
@@ -488,4 +526,12 @@ def validate_manifest(manifest: Mapping[str, Any]) -> list[FieldError]:
     return []
 
 
-__all__ = ["FieldError", "SchemaValidator", "cel_type", "k8s_path", "validate_manifest", "validator_for"]
+__all__ = [
+    "FieldError",
+    "SchemaNode",
+    "SchemaValidator",
+    "cel_type",
+    "k8s_path",
+    "validate_manifest",
+    "validator_for",
+]

@@ -197,41 +197,50 @@ def metadata_errors(group: str, kind: str, metadata: Any, *, namespaced: bool = 
     name = metadata.get("name")
     if isinstance(name, str) and name:
         name_errors = NAME_RULES.get((group, kind), dns1123_subdomain)(name)
-        found.extend(
-            FieldError(("metadata", "name"), "metadata.name", f"Invalid value: {_quoted(name)}: {m}")
-            for m in name_errors
-        )
+        if name_errors:
+            found.extend(
+                FieldError(("metadata", "name"), "metadata.name", f"Invalid value: {_quoted(name)}: {m}")
+                for m in name_errors
+            )
     namespace = metadata.get("namespace")
     if namespaced and isinstance(namespace, str) and namespace:
-        found.extend(
-            FieldError(
-                ("metadata", "namespace"), "metadata.namespace", f"Invalid value: {_quoted(namespace)}: {m}"
+        namespace_errors = dns1123_label(namespace)
+        if namespace_errors:
+            found.extend(
+                FieldError(
+                    ("metadata", "namespace"),
+                    "metadata.namespace",
+                    f"Invalid value: {_quoted(namespace)}: {m}",
+                )
+                for m in namespace_errors
             )
-            for m in dns1123_label(namespace)
-        )
     labels = metadata.get("labels")
     if labels:
         # Every resource rendered for a workspace carries the same labels: check each set once.
-        if isinstance(labels, dict) and all(type(v) is str and type(k) is str for k, v in labels.items()):
+        if type(labels) is dict and all(type(k) is str and type(v) is str for k, v in labels.items()):
             found.extend(_metadata_labels_errors(frozenset(labels.items())))
         else:
             found.extend(labels_errors(labels, ("metadata", "labels")))
     annotations = metadata.get("annotations")
-    if isinstance(annotations, Mapping):
-        keys = tuple(map(str, annotations))
-        found.extend(_annotation_key_errors(keys))
-        total = sum(map(len, keys)) + sum(map(len, map(str, annotations.values())))
-        # Characters first (cheap); bytes only when the total could be over (UTF-8: at most 4 per char).
-        if total > ANNOTATIONS_MAX_BYTES // 4 and (
-            sum(_size(str(k)) + _size(str(v)) for k, v in annotations.items()) > ANNOTATIONS_MAX_BYTES
-        ):
-            found.append(
-                FieldError(
-                    ("metadata", "annotations"),
-                    "metadata.annotations",
-                    f"Too long: may not be more than {ANNOTATIONS_MAX_BYTES} bytes",
-                )
-            )
+    if isinstance(annotations, Mapping) and annotations:
+        found.extend(_annotations_errors(annotations))
+    return found
+
+
+def _annotations_errors(annotations: Mapping[Any, Any]) -> tuple[FieldError, ...]:
+    keys = tuple(map(str, annotations))
+    found = _annotation_key_errors(keys)
+    total = sum(map(len, keys)) + sum(map(len, map(str, annotations.values())))
+    # Characters first (cheap); bytes only when the total could be over (UTF-8: at most 4 per char).
+    if total > ANNOTATIONS_MAX_BYTES // 4 and (
+        sum(_size(str(k)) + _size(str(v)) for k, v in annotations.items()) > ANNOTATIONS_MAX_BYTES
+    ):
+        too_long = FieldError(
+            ("metadata", "annotations"),
+            "metadata.annotations",
+            f"Too long: may not be more than {ANNOTATIONS_MAX_BYTES} bytes",
+        )
+        return (*found, too_long)
     return found
 
 

@@ -179,18 +179,23 @@ def _parse_json(text: str, file: str) -> YamlDocument | None:
 
 
 def _within_bounds(data: Any) -> bool:
-    """Whether parsed JSON is within MAX_DEPTH and MAX_NODES (walked without recursion)."""
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    nodes = 0
-    while stack:
-        value, depth = stack.pop()
-        nodes += 1
+    """Whether parsed JSON is within MAX_DEPTH and MAX_NODES (walked level by level, without
+    recursion; JSON gives plain dicts and lists, so their exact types are tested)."""
+    level: list[Any] = [data]
+    depth = nodes = 0
+    while level:
+        depth += 1
+        nodes += len(level)
         if depth > MAX_DEPTH or nodes > MAX_NODES:
             return False
-        if isinstance(value, dict):
-            stack.extend((v, depth + 1) for v in value.values())
-        elif isinstance(value, list):
-            stack.extend((v, depth + 1) for v in value)
+        below: list[Any] = []
+        for value in level:
+            kind = type(value)
+            if kind is dict:
+                below.extend(value.values())
+            elif kind is list:
+                below.extend(value)
+        level = below
     return True
 
 

@@ -18,26 +18,39 @@ def merge_config(base: Mapping[str, Any] | None, overlay: Mapping[str, Any] | No
     base = base or {}
     overlay = overlay or {}
     result: dict[str, Any] = {}
+    # Keep the base's key order, then the overlay's new keys (as a JSON Merge Patch applied in place).
     for key, value in base.items():
         if key not in overlay:
             result[key] = _fresh(value)
-    for key, value in overlay.items():
-        if value is None:
-            continue
-        if isinstance(value, Mapping) and isinstance(base.get(key), Mapping):
-            result[key] = merge_config(base[key], value)
         else:
-            result[key] = _fresh(value, drop_nulls=True)
-    # Keep the base's key order, then the overlay's new keys (as a JSON Merge Patch applied in place).
-    order = [k for k in base if k in result] + [k for k in overlay if k in result and k not in base]
-    return {k: result[k] for k in order}
+            change = overlay[key]
+            if change is None:
+                continue
+            if isinstance(change, Mapping) and isinstance(value, Mapping):
+                result[key] = merge_config(value, change)
+            else:
+                result[key] = _fresh(change, drop_nulls=True)
+    for key, change in overlay.items():
+        if change is not None and key not in base:
+            result[key] = _fresh(change, drop_nulls=True)
+    return result
+
+
+# Values copied as they are: immutable, and what most of a config is.
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 
 
 def _fresh(value: Any, *, drop_nulls: bool = False) -> Any:
     """A copy of a JSON-like value sharing nothing mutable with it (cheaper than copy.deepcopy:
     no memo, since values read from YAML or JSON have no cycles). With ``drop_nulls``, nulls in
     mappings are dropped (a merge patch's nulls mean "absent"); a list is a value, kept whole."""
-    if isinstance(value, Mapping):
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    if kind is list:
+        return [_fresh(v) for v in value]
+    # Exact types first: an isinstance test against the Mapping ABC costs more than the copy.
+    if kind is dict or isinstance(value, Mapping):
         return {
             k: _fresh(v, drop_nulls=drop_nulls) for k, v in value.items() if not (drop_nulls and v is None)
         }

@@ -31,8 +31,10 @@ from typing import Any
 from meshwasm.manifests import core, istio, tsb
 from meshwasm.manifests.base import ObjectMeta, Resource
 from meshwasm.manifests.bulk import fewer_collections
+from meshwasm.manifests.crd_families import PassedHoles, SpecFamily
 from meshwasm.manifests.loader import LoadedTree
 from meshwasm.manifests.problems import Problem
+from meshwasm.translate import emitted
 from meshwasm.translate.config_schema import ConfigSchema, compiled_schema
 from meshwasm.translate.errors import TranslationError
 from meshwasm.translate.istio_resources import CORE_KINDS, IstioResources
@@ -41,7 +43,7 @@ from meshwasm.translate.merge import merge_config
 DEFAULT_FETCHER_BASE = "http://wasmfetcher.istio-system.svc.cluster.local"
 # meshwasm's annotation on a WasmPlugin: the fqn of the WasmExtension it came from.
 ANN_EXTENSION = "meshwasm.io/extension"
-ANN_CONTENT_HASH = "xcp.tetrate.io/contentHash"
+ANN_CONTENT_HASH = emitted.ANN_CONTENT_HASH
 
 
 @functools.lru_cache(maxsize=1024)
@@ -95,12 +97,17 @@ class _Context:
         self.warnings: list[Problem] = []
         self.extensions: dict[str, tsb.WasmExtension] = {}
         self.schemas: dict[int, ConfigSchema | None] = {}
+        # Per extension: what its WasmPlugins share, and the family that checks them.
+        self.templates: dict[str, tuple[dict[str, Any], SpecFamily]] = {}
+        # What the families have seen pass in their plugins' own fields (a gateway's selector is
+        # in one plugin of each extension it attaches).
+        self.passed_holes: PassedHoles = {}
         self.emitted: dict[tuple[str, str, str], str] = {}
         self.groups: dict[tuple[str | None, str | None, str | None, str], tsb.GatewayGroup] = {}
         self.services: dict[str, core.Service] = {}
         self.tenants: set[tuple[str | None, str]] = set()
         # Each emitted resource with the gateway and the part of it (attachment, server) it came from.
-        self.origins: list[tuple[Resource, dict[str, Any], tsb.Gateway, _Origin]] = []
+        self.origins: list[tuple[Resource, dict[str, Any], tsb.Gateway, _Origin, SpecFamily | None]] = []
         self.workspaces: set[tuple[str | None, str | None, str]] = set()
         for r in resources:
             if isinstance(r, tsb.WasmExtension):
@@ -202,30 +209,38 @@ class _Context:
                     )
                     out.virtual_services.append(virtual_service)
                     self.emit(virtual_service, gw, _Origin(server=index))
+        selector = {"matchLabels": dict(gw.spec.workload_selector.labels)}
         for index, (path, attachment) in enumerate(gw.attachments()):
-            plugin_spec = self.wasm_plugin_spec(gw, path, attachment)
-            if plugin_spec is None:
+            extension = self.attached_extension(gw, path, attachment)
+            if extension is None:
                 continue
-            extension = self.extensions[attachment.fqn]
+            config = self.plugin_config(gw, path, attachment, extension)
+            if config is None:
+                continue
             name = f"{gw.name}-{extension.name}{index}"
-            plugin_spec.plugin_name = name
-            metadata = meta(name, "WasmPlugin")
-            metadata.annotations[ANN_EXTENSION] = extension.fqn
-            plugin = istio.WasmPlugin(metadata=metadata, spec=plugin_spec)
+            self.claim(gw, "WasmPlugin", namespace, name)
+            metadata = {
+                "name": name,
+                "namespace": namespace,
+                "labels": labels,
+                # The content hash is filled in once the spec is whole; its place is kept.
+                "annotations": {**base_annotations, ANN_CONTENT_HASH: "", ANN_EXTENSION: extension.fqn},
+            }
+            template, family = self.spec_template(extension)
+            plugin, manifest = emitted.wasm_plugin(
+                template, metadata=metadata, selector=selector, config=config
+            )
             out.wasm_plugins.append(plugin)
-            self.emit(plugin, gw, _Origin(attachment=path, extension=extension))
+            self.origins.append((plugin, manifest, gw, _Origin(attachment=path, extension=extension), family))
 
     def emit(self, resource: Resource, gw: tsb.Gateway, origin: _Origin) -> None:
         """Seal an emitted resource: its content hash (of the spec as written out), and the manifest
         that check_emitted validates."""
         manifest = resource.to_manifest()
-        spec = getattr(resource, "spec", None)
-        # The spec as written out, serialized by pydantic-core (its key order is the model's).
-        written = spec.model_dump_json(by_alias=True, exclude_none=True, exclude_unset=True) if spec else "{}"
-        content_hash = hashlib.sha256(written.encode()).hexdigest()[:32]
+        content_hash = emitted.content_hash(manifest.get("spec", {}))
         resource.metadata.annotations[ANN_CONTENT_HASH] = content_hash
         manifest["metadata"]["annotations"][ANN_CONTENT_HASH] = content_hash
-        self.origins.append((resource, manifest, gw, origin))
+        self.origins.append((resource, manifest, gw, origin, None))
 
     def check_emitted(self) -> None:
         """Refuse what a Kubernetes API server would refuse in the emitted resources (names and
@@ -233,9 +248,9 @@ class _Context:
         from meshwasm.manifests import names
         from meshwasm.manifests.crd_validation import validate_manifest
 
-        for resource, manifest, gw, origin in self.origins:
+        for resource, manifest, gw, origin, family in self.origins:
             refusals = names.metadata_errors(resource.group, resource.kind, manifest["metadata"])
-            refusals.extend(validate_manifest(manifest))
+            refusals.extend(family.errors(manifest) if family is not None else validate_manifest(manifest))
             for refusal in refusals:
                 source, path = origin.source_of(refusal.path, gw)
                 where = source.where(path)
@@ -362,16 +377,18 @@ class _Context:
             return None
         return istio.VirtualServiceSpec(hosts=[server.hostname], gateways=[gateway_ref], http=routes)
 
-    def wasm_plugin_spec(
+    def attached_extension(
         self, gw: tsb.Gateway, path: str, attachment: tsb.Attachment
-    ) -> istio.WasmPluginSpec | None:
-        subject = f"{gw.ref}, attachment {path} ({attachment.fqn})"
-        loc = _loc(path)
+    ) -> tsb.WasmExtension | None:
+        """The extension an attachment names, when it exists and the gateway's tenant may use it."""
         extension = self.extensions.get(attachment.fqn)
         if extension is None:
             known = ", ".join(sorted(self.extensions)) or "none in the tree"
             self.problem(
-                gw, (*loc, "fqn"), f"no WasmExtension with this fqn (known: {known})", subject=subject
+                gw,
+                (*_loc(path), "fqn"),
+                f"no WasmExtension with this fqn (known: {known})",
+                subject=_attachment_subject(gw, path, attachment),
             )
             return None
         tenant_fqn = f"organizations/{gw.organization}/tenants/{gw.tenant}"
@@ -381,47 +398,49 @@ class _Context:
         ):
             self.problem(
                 gw,
-                (*loc, "fqn"),
+                (*_loc(path), "fqn"),
                 f"{extension.ref} is not allowed in {tenant_fqn} (allowedIn: {', '.join(allowed)});"
                 " add the tenant to the extension's spec.allowedIn",
-                subject=subject,
+                subject=_attachment_subject(gw, path, attachment),
             )
             return None
+        return extension
+
+    def plugin_config(
+        self, gw: tsb.Gateway, path: str, attachment: tsb.Attachment, extension: tsb.WasmExtension
+    ) -> dict[str, Any] | None:
+        """The extension's config merged with the attachment's, when the extension's schema
+        (if it has one) accepts it; None after reporting every violation."""
         config = merge_config(extension.spec.config, attachment.config)
         schema = self.schema_of(extension)
-        if schema is not None:
-            violations = schema.violations(config)
-            for violation in violations:
-                field_path = ("config", *_loc(violation.field)) if violation.field else ("config",)
-                self.problem(
-                    gw,
-                    (*loc, *field_path),
-                    f"{violation.message} (merged config, checked against {extension.ref}'s schema)",
-                    subject=subject,
-                )
-            if violations:
-                return None
-        spec = extension.spec
-        vm_config = None
-        if spec.vm_config and spec.vm_config.env:
-            vm_config = istio.WasmVmConfig(
-                env=[
-                    istio.WasmEnvVar(name=e.name, value_from=e.value_from, value=e.value)
-                    for e in spec.vm_config.env
-                ]
+        if schema is None:
+            return config
+        violations = schema.violations(config)
+        for violation in violations:
+            field_path = ("config", *_loc(violation.field)) if violation.field else ("config",)
+            self.problem(
+                gw,
+                (*_loc(path), *field_path),
+                f"{violation.message} (merged config, checked against {extension.ref}'s schema)",
+                subject=_attachment_subject(gw, path, attachment),
             )
-        return istio.WasmPluginSpec(
-            selector=istio.LabelSelector(match_labels=dict(gw.spec.workload_selector.labels)),
-            url=fetcher_url(spec.module_url, self.fetcher_base),
-            image_pull_policy=spec.image_pull_policy,
-            image_pull_secret=spec.image_pull_secret,
-            plugin_config=config or None,
-            priority=spec.priority,
-            phase=spec.phase,
-            fail_strategy=spec.fail_strategy,
-            vm_config=vm_config,
-            match=list(spec.match) or None,
-        )
+        return None if violations else config
+
+    def spec_template(self, extension: tsb.WasmExtension) -> tuple[dict[str, Any], SpecFamily]:
+        """What every WasmPlugin of ``extension`` shares (emitted.spec_template), made once, and
+        the family that checks those plugins against the CRD (its holes: what each fills in)."""
+        found = self.templates.get(extension.fqn)
+        if found is None:
+            url = fetcher_url(extension.spec.module_url, self.fetcher_base)
+            family = SpecFamily(
+                istio.WASM_API_VERSION, "WasmPlugin", emitted.PLUGIN_HOLES, passed=self.passed_holes
+            )
+            found = self.templates[extension.fqn] = (emitted.spec_template(extension, url), family)
+        return found
+
+
+def _attachment_subject(gw: tsb.Gateway, path: str, attachment: tsb.Attachment) -> str:
+    return f"{gw.ref}, attachment {path} ({attachment.fqn})"
 
 
 # Where the fields of an emitted WasmPlugin's spec come from in its WasmExtension.
