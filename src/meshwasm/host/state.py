@@ -165,6 +165,17 @@ class _Step:
             dispatcher.drain()
 
 
+# Buffers that exist only while a stream or connection callback runs.
+_LIVE_BUFFERS = frozenset(
+    {
+        BufferType.HTTP_REQUEST_BODY,
+        BufferType.HTTP_RESPONSE_BODY,
+        BufferType.DOWNSTREAM_DATA,
+        BufferType.UPSTREAM_DATA,
+    }
+)
+
+
 class VmState:
     """One plugin instance's state. Host functions get it as their first argument."""
 
@@ -388,30 +399,12 @@ class VmState:
         if buffer_type > BufferType.CALL_DATA:
             return Status.BAD_ARGUMENT
         kind = BufferType(buffer_type)
-        if kind in (BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY):
-            stream = self.stream()
-            data = None
-            if stream is not None:
-                data = stream.body("request" if kind == BufferType.HTTP_REQUEST_BODY else "response")
+        if kind in _LIVE_BUFFERS:
+            data = self._live_buffer(kind)
             if data is not None:
                 return data
-            # Envoy keeps a wrapper around a missing body: reads see it empty (Ok), writes get
-            # BadArgument (checked against Envoy).
-            if write:
-                return refuse(
-                    call, Status.BAD_ARGUMENT, f"{kind.name} cannot be written outside its callback"
-                )
-            refuse(call, Status.OK, f"{kind.name} read outside its callback: Envoy hands over nothing")
-            return b"" if record else Status.NOT_FOUND
-        if kind in (BufferType.DOWNSTREAM_DATA, BufferType.UPSTREAM_DATA):
-            connection = self.connection()
-            data = None
-            if connection is not None:
-                data = connection.data("downstream" if kind == BufferType.DOWNSTREAM_DATA else "upstream")
-            if data is not None:
-                return data
-            # Envoy keeps a wrapper around a missing connection buffer: reads see it empty (Ok),
-            # writes get BadArgument (checked against Envoy).
+            # Envoy keeps a wrapper around a missing body or connection buffer: reads see it empty
+            # (Ok), writes get BadArgument (checked against Envoy).
             if write:
                 return refuse(
                     call, Status.BAD_ARGUMENT, f"{kind.name} cannot be written outside its callback"
@@ -432,7 +425,20 @@ class VmState:
             return self.plugin_configuration
         return refuse(call, Status.NOT_FOUND, f"{kind.name} is not available in this callback")
 
+    def _live_buffer(self, kind: BufferType) -> bytes | None:
+        """A stream's body or a connection's data as the current callback sees it, or None."""
+        if kind in (BufferType.HTTP_REQUEST_BODY, BufferType.HTTP_RESPONSE_BODY):
+            stream = self.stream()
+            if stream is None:
+                return None
+            return stream.body("request" if kind == BufferType.HTTP_REQUEST_BODY else "response")
+        connection = self.connection()
+        if connection is None:
+            return None
+        return connection.data("downstream" if kind == BufferType.DOWNSTREAM_DATA else "upstream")
+
     # -- properties -----------------------------------------------------------------------------------
+
     def get_property(self, path: tuple[str, ...]) -> bytes | None:
         stream: HttpStream | TcpStream | None = self.stream() or self.connection()
         if stream is not None and path in stream.properties:
