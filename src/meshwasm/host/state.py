@@ -165,6 +165,9 @@ class _Step:
             dispatcher.drain()
 
 
+_MAP_TYPES = tuple(MapType)  # by value: 0, 1, ... (checked at import)
+assert all(kind == value for value, kind in enumerate(_MAP_TYPES))
+
 # Buffers that exist only while a stream or connection callback runs.
 _LIVE_BUFFERS = frozenset(
     {
@@ -354,7 +357,7 @@ class VmState:
         """The header map a call may touch now, or the status Envoy answers instead."""
         if map_type > MapType.HTTP_CALL_RESPONSE_TRAILERS:
             return Status.BAD_ARGUMENT
-        kind = MapType(map_type)
+        kind = _MAP_TYPES[map_type]  # MapType(map_type) without the enum's lookup machinery
         if kind in (MapType.HTTP_CALL_RESPONSE_HEADERS, MapType.HTTP_CALL_RESPONSE_TRAILERS):
             if write:
                 return Status.BAD_ARGUMENT  # Envoy: the callout's maps are read-only
