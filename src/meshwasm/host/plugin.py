@@ -200,7 +200,8 @@ class Plugin:
     # -- the test API -------------------------------------------------------------------------------------
     def http_stream(self) -> HttpStream:
         """A new HTTP context (proxy_on_context_create(id, root))."""
-        self._check_usable()
+        if self._failed is not None:
+            self._check_usable()
         stream = HttpStream(self.state, self.state.new_context_id())
         self.state.streams[stream.id] = stream
         self._call("proxy_on_context_create", stream.id, ROOT_CONTEXT_ID)
@@ -444,7 +445,7 @@ class Plugin:
                 if state.track_allocations:
                     counts = state.host_allocations_by_callback
                     counts[callback] = counts.get(callback, 0) + state.mem.allocations - allocations
-        if outermost and dispatcher.posted and dispatcher.depth == 0 and dispatcher.steps == 0:
+        if outermost and dispatcher.steps == 0 and dispatcher.depth == 0 and dispatcher.posted:
             dispatcher.drain()  # a call the test made directly: posted work runs now
         return result
 

@@ -118,6 +118,12 @@ class Dispatcher:
         when it is over, as Envoy runs it once the current event is handled."""
         return self._step
 
+    def end_step(self) -> None:
+        """The test's operation is over (the end of ``with step():``): posted work runs now."""
+        self.steps -= 1
+        if self.steps == 0 and self._posted:
+            self.drain()
+
     def post(self, owner: VmState, action: Callable[[], None]) -> None:
         self._posted.append((owner, action))
 
@@ -159,10 +165,7 @@ class _Step:
         self._dispatcher.steps += 1
 
     def __exit__(self, *exc: object) -> None:
-        dispatcher = self._dispatcher
-        dispatcher.steps -= 1
-        if dispatcher.steps == 0 and dispatcher._posted:
-            dispatcher.drain()
+        self._dispatcher.end_step()
 
 
 _MAP_TYPES = tuple(MapType)  # by value: 0, 1, ... (checked at import)

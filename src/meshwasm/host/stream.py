@@ -120,14 +120,23 @@ class HttpStream:
     # -- driving the stream ----------------------------------------------------------------------------
     def send_request_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int:
         self.request_headers = HeaderMap(headers)
-        with self.state.dispatcher.step():
+        # `with dispatcher.step():` spelt out (three calls fewer on the path every stream takes)
+        dispatcher = self.state.dispatcher
+        dispatcher.steps += 1
+        try:
             return self._headers(REQUEST, MapType.REQUEST_HEADERS, self.request_headers, end_of_stream)
+        finally:
+            dispatcher.end_step()
 
     def send_response_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int:
         self._response_started = True
         self.response_headers = HeaderMap(headers)
-        with self.state.dispatcher.step():
+        dispatcher = self.state.dispatcher  # as in send_request_headers
+        dispatcher.steps += 1
+        try:
             return self._headers(RESPONSE, MapType.RESPONSE_HEADERS, self.response_headers, end_of_stream)
+        finally:
+            dispatcher.end_step()
 
     def send_request_body(self, body: bytes | str, end_of_stream: bool = True) -> Action | int:
         with self.state.dispatcher.step():
