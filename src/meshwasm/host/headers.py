@@ -25,11 +25,11 @@ class HeaderMap(Mapping[str, str]):
 
     def __init__(self, headers: HeadersLike = None):
         self._pairs: list[tuple[str, str]]
-        if type(headers) is list or type(headers) is tuple:  # the common case: no ABC isinstance
+        if headers is None:
+            self._pairs = []
+        elif type(headers) is list or type(headers) is tuple:  # the common case: no ABC isinstance
             pairs: Iterable[tuple[str, str]] = headers
             self._pairs = [(name.lower(), value) for name, value in pairs]
-        elif headers is None:
-            self._pairs = []
         elif isinstance(headers, HeaderMap):
             self._pairs = list(headers._pairs)
         else:

@@ -78,7 +78,11 @@ class GuestMemory:
         return self._view[ptr : ptr + size]
 
     def text(self, ptr: int, size: int) -> str:
-        return self.read(ptr, size).decode("utf-8", errors="surrogateescape")
+        if ptr + size > self._size:
+            if size == 0:
+                return ""  # as read(): an empty read is never out of bounds
+            self._check(ptr, size)
+        return str(self._view[ptr : ptr + size], "utf-8", "surrogateescape")  # decoded in place
 
     def write(self, ptr: int, data: bytes) -> None:
         if not data:

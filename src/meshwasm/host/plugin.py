@@ -200,7 +200,8 @@ class Plugin:
     # -- the test API -------------------------------------------------------------------------------------
     def http_stream(self) -> HttpStream:
         """A new HTTP context (proxy_on_context_create(id, root))."""
-        self._check_usable()
+        if self._failed is not None:
+            self._check_usable()
         stream = HttpStream(self.state, self.state.new_context_id())
         self.state.streams[stream.id] = stream
         self._call("proxy_on_context_create", stream.id, ROOT_CONTEXT_ID)
@@ -398,32 +399,22 @@ class Plugin:
                 f"{self._failed.message}"
             )
 
-    def _call(self, callback: str, context_id: int, *args: int) -> int:
-        """Call a proxy_on_* export with ``context_id`` current; absent exports return 0."""
+    def _call(self, callback: str, context_id: int | None, *args: int) -> int:
+        """One call into the module, ``context_id`` current and passed first (None: neither, for
+        _initialize, main, _start); absent exports return 0. The deadline, fuel and fault
+        handling are around it. One frame: this runs several times per stream."""
         export = self._exports.get(callback, _UNKNOWN)
         if export is _UNKNOWN:
             export = self._exports[callback] = self.vm.caller(callback) if self.vm.has(callback) else None
         if export is None:
             return 0
-        state = self.state
-        previous = state.effective
-        state.effective = context_id
-        try:
-            return self._run(callback, export, context_id, *args)
-        finally:
-            state.effective = previous
-
-    def _invoke(self, name: str, *args: int) -> int:
-        return self._run(name, self.vm.caller(name), *args)
-
-    def _run(self, name: str, export: Any, *args: int) -> int:
-        """One call into the module: the deadline, fuel and fault handling around it."""
         if self._failed is not None:
             self._check_usable()
         state = self.state
+        effective = state.effective
         outermost = state.depth == 0
         if outermost:
-            state.callback = name
+            state.callback = callback
             state.call_started = _monotonic()
             state.refused_grow = None
             if self.fuel_limit is not None:
@@ -435,23 +426,32 @@ class Plugin:
         previous = _current.vm
         _current.vm = state
         try:
-            result: int = export(*args)
+            if context_id is None:
+                result: int = export(*args)
+            else:
+                state.effective = context_id
+                result = export(context_id, *args)
         except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
-            fault = self._fault(name, exc)
+            fault = self._fault(callback, exc)
             if fault is None:
                 return 0
             raise fault from None
         finally:
             _current.vm = previous
+            state.effective = effective
             state.depth -= 1
             if outermost:
                 dispatcher.depth -= 1
                 if state.track_allocations:
                     counts = state.host_allocations_by_callback
-                    counts[name] = counts.get(name, 0) + state.mem.allocations - allocations
-        if outermost and dispatcher.posted and dispatcher.depth == 0 and dispatcher.steps == 0:
+                    counts[callback] = counts.get(callback, 0) + state.mem.allocations - allocations
+        if outermost and dispatcher.steps == 0 and dispatcher.depth == 0 and dispatcher.posted:
             dispatcher.drain()  # a call the test made directly: posted work runs now
         return result
+
+    def _invoke(self, name: str, *args: int) -> int:
+        """Call a start function (_initialize, main, _start): no context."""
+        return self._call(name, None, *args)
 
     def _fault(self, callback: str, exc: Exception) -> PluginError | None:
         """Name what went wrong in ``callback``; None when it was not a failure (exit 0 in _start)."""

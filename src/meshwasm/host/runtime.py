@@ -67,14 +67,20 @@ _define_unchecked = ctypes.CFUNCTYPE(
     ctypes.c_void_p,
     ctypes.c_void_p,
 )(("wasmtime_linker_define_func_unchecked", ffi.dll))
-_call_unchecked = ctypes.CFUNCTYPE(
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_void_p,
-    ctypes.c_size_t,
-    ctypes.POINTER(ctypes.POINTER(ffi.wasm_trap_t)),
-)(("wasmtime_func_call_unchecked", ffi.dll))
+
+
+class _UntypedCall(ctypes._CFuncPtr):  # type: ignore[misc,name-defined]
+    """A C function without argtypes: every argument is passed as the ctypes object it already
+    is, with no per-call conversion (about 1 us less per call into wasm than a typed prototype).
+    Callers must pass exactly the C types: (context, func, args_and_results, len, trap_ret)."""
+
+    _flags_ = ctypes._FUNCFLAG_CDECL  # type: ignore[attr-defined]
+    _restype_ = ctypes.c_void_p
+
+
+# wasmtime_func_call_unchecked(wasmtime_context_t*, const wasmtime_func_t*, wasmtime_val_raw_t*,
+#                              size_t, wasm_trap_t**) -> wasmtime_error_t*
+_call_unchecked = _UntypedCall(("wasmtime_func_call_unchecked", ffi.dll))
 _trap_new = ctypes.CFUNCTYPE(ctypes.c_void_p, ctypes.c_char_p, ctypes.c_size_t)(
     ("wasmtime_trap_new", ffi.dll)
 )
@@ -135,8 +141,10 @@ def _trampoline(function: HostFunction) -> Any:
     fault = WASI_EFAULT if function.module in WASI_MODULES else INVALID_MEMORY_ACCESS
     name = function.name
     restricted = function.qualified in REFUSED_WHILE_STARTING
-    string_at = ctypes.string_at
-    u32 = ctypes.c_uint32
+    # The raw slots as a ctypes array over the caller's address: struct reads and writes it in
+    # place (ctypes.string_at would copy it through a typed C call, about 1.5 us more per call).
+    slots = ctypes.c_char * max(size, 16)
+    result_slot = struct.Struct("<I")
 
     def callback(env: int, caller: int, raw: int, nraw: int) -> int:
         vm = _current.vm
@@ -151,13 +159,16 @@ def _trampoline(function: HostFunction) -> Any:
                     " proxy_log may be made then",
                     vm.logs,
                 )
-            result = implementation(vm, *args.unpack(string_at(raw, size))) if count else implementation(vm)
+            if count:
+                result = implementation(vm, *args.unpack_from(slots.from_address(raw)))
+            else:
+                result = implementation(vm)
             if has_result:
-                u32.from_address(raw).value = result & 0xFFFFFFFF
+                result_slot.pack_into(slots.from_address(raw), 0, result & 0xFFFFFFFF)
             return 0
         except OutOfBounds:
             if has_result:
-                u32.from_address(raw).value = fault
+                result_slot.pack_into(slots.from_address(raw), 0, fault)
             return 0
         except BaseException as exc:  # anything else stops the plugin, reported after the call
             if vm is not None and vm.pending_error is None:
@@ -394,14 +405,16 @@ class Export:
         if len(results) > 1 or any(r not in kinds for r in results):
             raise TypeError(f"export with an unsupported result: {_signature(ty)}")
         self.params = len(params)
-        self._length = max(len(params), len(results), 1)
-        self._buffer = (ffi.wasmtime_val_raw * self._length)()
+        length = max(len(params), len(results), 1)
+        self._buffer = (ffi.wasmtime_val_raw * length)()
         self._view = memoryview(self._buffer).cast("B")
         self._args = struct.Struct("<" + "".join(params))
         self._result = None if not results else struct.Struct("<i" if results[0] == "i32" else "<q")
         self._keep = func  # the wasmtime_func_t below lives in it
-        self._func = ctypes.addressof(func._func)
-        self._context = _address(store._context())
+        # Ready-made C arguments (see _UntypedCall): nothing is converted per call.
+        self._func = ctypes.c_void_p(ctypes.addressof(func._func))
+        self._context = ctypes.c_void_p(_address(store._context()))
+        self._length = ctypes.c_size_t(length)
         self._trap = ctypes.POINTER(ffi.wasm_trap_t)()
         self._trap_ref = ctypes.byref(self._trap)
 

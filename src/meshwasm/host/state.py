@@ -118,6 +118,12 @@ class Dispatcher:
         when it is over, as Envoy runs it once the current event is handled."""
         return self._step
 
+    def end_step(self) -> None:
+        """The test's operation is over (the end of ``with step():``): posted work runs now."""
+        self.steps -= 1
+        if self.steps == 0 and self._posted:
+            self.drain()
+
     def post(self, owner: VmState, action: Callable[[], None]) -> None:
         self._posted.append((owner, action))
 
@@ -159,11 +165,11 @@ class _Step:
         self._dispatcher.steps += 1
 
     def __exit__(self, *exc: object) -> None:
-        dispatcher = self._dispatcher
-        dispatcher.steps -= 1
-        if dispatcher.steps == 0 and dispatcher._posted:
-            dispatcher.drain()
+        self._dispatcher.end_step()
 
+
+_MAP_TYPES = tuple(MapType)  # by value: 0, 1, ... (checked at import)
+assert all(kind == value for value, kind in enumerate(_MAP_TYPES))
 
 # Buffers that exist only while a stream or connection callback runs.
 _LIVE_BUFFERS = frozenset(
@@ -354,7 +360,27 @@ class VmState:
         """The header map a call may touch now, or the status Envoy answers instead."""
         if map_type > MapType.HTTP_CALL_RESPONSE_TRAILERS:
             return Status.BAD_ARGUMENT
-        kind = MapType(map_type)
+        kind = _MAP_TYPES[map_type]  # MapType(map_type) without the enum's lookup machinery
+        if map_type > MapType.RESPONSE_TRAILERS:
+            return self._received_map(call, kind, write=write)
+        stream = self.stream()
+        if stream is None:
+            return self.refuse(
+                call, Status.BAD_ARGUMENT, f"{kind.name} accessed outside an HTTP stream context"
+            )
+        found = stream.header_map(kind, write=write)
+        if found is None:
+            verb = "written" if write else "read"
+            return self.refuse(
+                call,
+                Status.BAD_ARGUMENT,
+                f"{kind.name} cannot be {verb} now (stream {stream.id} is in {stream.phase});"
+                " Envoy exposes a header map only in its own callback (or while that direction is paused)",
+            )
+        return found
+
+    def _received_map(self, call: str, kind: MapType, *, write: bool) -> HeaderMap | int:
+        """A callout's response map or a gRPC call's metadata (not a stream's own maps)."""
         if kind in (MapType.HTTP_CALL_RESPONSE_HEADERS, MapType.HTTP_CALL_RESPONSE_TRAILERS):
             if write:
                 return Status.BAD_ARGUMENT  # Envoy: the callout's maps are read-only
@@ -376,21 +402,7 @@ class VmState:
                     call, Status.BAD_ARGUMENT, f"{kind.name} exists only in its on_grpc_receive_* callback"
                 )
             return found
-        stream = self.stream()
-        if stream is None:
-            return self.refuse(
-                call, Status.BAD_ARGUMENT, f"{kind.name} accessed outside an HTTP stream context"
-            )
-        found = stream.header_map(kind, write=write)
-        if found is None:
-            verb = "written" if write else "read"
-            return self.refuse(
-                call,
-                Status.BAD_ARGUMENT,
-                f"{kind.name} cannot be {verb} now (stream {stream.id} is in {stream.phase});"
-                " Envoy exposes a header map only in its own callback (or while that direction is paused)",
-            )
-        return found
+        return Status.BAD_ARGUMENT  # not reached: every MapType above RESPONSE_TRAILERS is handled
 
     def buffer(self, call: str, buffer_type: int, *, write: bool = False, record: bool = True) -> bytes | int:
         """The bytes of a buffer the plugin may read (or write) now, or Envoy's status

@@ -45,6 +45,34 @@ class HttpStream:
     """One HTTP request/response through the plugin (an HTTP context in proxy-wasm terms)."""
 
     kind: Literal["http"] = "http"
+    # A stream is made per request: slots make it cheaper to build and to read.
+    __slots__ = (
+        "_body",
+        "_buffering",
+        "_forwarded",
+        "_held",
+        "_in_local_reply",
+        "_maps",
+        "_readable_all",
+        "_response_started",
+        "_sent_headers",
+        "done",
+        "filter_state",
+        "id",
+        "local_response",
+        "phase",
+        "properties",
+        "request_headers",
+        "request_paused",
+        "request_trailers",
+        "reset",
+        "response_headers",
+        "response_paused",
+        "response_trailers",
+        "route_cache_cleared",
+        "started_ns",
+        "state",
+    )
 
     def __init__(self, state: VmState, context_id: int):
         self.state = state
@@ -92,14 +120,23 @@ class HttpStream:
     # -- driving the stream ----------------------------------------------------------------------------
     def send_request_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int:
         self.request_headers = HeaderMap(headers)
-        with self.state.dispatcher.step():
+        # `with dispatcher.step():` spelt out (three calls fewer on the path every stream takes)
+        dispatcher = self.state.dispatcher
+        dispatcher.steps += 1
+        try:
             return self._headers(REQUEST, MapType.REQUEST_HEADERS, self.request_headers, end_of_stream)
+        finally:
+            dispatcher.end_step()
 
     def send_response_headers(self, headers: HeadersLike, end_of_stream: bool = False) -> Action | int:
         self._response_started = True
         self.response_headers = HeaderMap(headers)
-        with self.state.dispatcher.step():
+        dispatcher = self.state.dispatcher  # as in send_request_headers
+        dispatcher.steps += 1
+        try:
             return self._headers(RESPONSE, MapType.RESPONSE_HEADERS, self.response_headers, end_of_stream)
+        finally:
+            dispatcher.end_step()
 
     def send_request_body(self, body: bytes | str, end_of_stream: bool = True) -> Action | int:
         with self.state.dispatcher.step():
@@ -227,13 +264,16 @@ class HttpStream:
     ) -> Action | int:
         if self.done:
             self._check_open()
-        if self._replied_locally():
+        if self.local_response is not None and not self._in_local_reply:  # _replied_locally()
             return Action.CONTINUE
         callback = _HEADERS[direction]
-        self.phase = callback[6:]
+        self.phase = _PHASES[callback]
         self._maps.add(kind)
         action = self.state.call(callback, self.id, len(headers._pairs), 1 if end_of_stream else 0)
-        self._after(direction, action)
+        if action == 0 and (self.local_response is None or self._in_local_reply):
+            self.resume(direction, _AFTER[direction])  # the common case of _after, one call fewer
+        else:
+            self._after(direction, action)
         return _ACTIONS.get(action, action)
 
     def _trailers(self, direction: str, kind: MapType, trailers: HeaderMap) -> Action | int:
@@ -303,6 +343,7 @@ _HEADERS = {REQUEST: "proxy_on_request_headers", RESPONSE: "proxy_on_response_he
 _TRAILERS = {REQUEST: "proxy_on_request_trailers", RESPONSE: "proxy_on_response_trailers"}
 _BODY = {REQUEST: "proxy_on_request_body", RESPONSE: "proxy_on_response_body"}
 _AFTER = {REQUEST: "after_request", RESPONSE: "after_response"}
+_PHASES = {callback: callback[6:] for table in (_HEADERS, _TRAILERS, _BODY) for callback in table.values()}
 
 
 def _action(value: int) -> Action | int:
