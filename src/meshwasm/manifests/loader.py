@@ -105,10 +105,20 @@ def _load(path: Path) -> LoadedTree:
 
 def _display(path: Path) -> str:
     """A path as people typed it: relative to the working directory when under it."""
+    text = str(path)
+    if not path.is_absolute():
+        return text
+    cwd = os.getcwd()
+    # Under the working directory (a strict descendant of it): told from the strings, which a Path
+    # keeps normalised, except under a "//" root, which only Path's own comparison tells apart.
+    if text.startswith("//"):
+        under = Path(cwd) in path.parents
+    else:
+        under = text != cwd and text.startswith(cwd.rstrip(os.sep) + os.sep)
     try:
-        return os.path.relpath(path) if path.is_absolute() and Path.cwd() in path.parents else str(path)
+        return os.path.relpath(text, cwd) if under else text
     except ValueError:
-        return str(path)
+        return text
 
 
 def _kustomization_in(directory: Path) -> Path | None:
