@@ -50,7 +50,9 @@ class Resource(OpenModel):
     kind: str
     metadata: ObjectMeta
     _source: SourceRef | None = PrivateAttr(default=None)
-    _lines: Mapping[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+    # None when there are no lines (a plain default: no factory call and no dict per resource,
+    # and resources are built by the ten thousand in a render).
+    _lines: Mapping[tuple[str | int, ...], int] | None = PrivateAttr(default=None)
 
     @property
     def source(self) -> SourceRef | None:
@@ -62,15 +64,18 @@ class Resource(OpenModel):
     ) -> Resource:
         """Record where this resource was read (and the line of each field, for messages)."""
         self._source = source
-        self._lines = lines if lines is not None else {}
+        self._lines = lines
         return self
 
     def where(self, path: tuple[str | int, ...] = ()) -> SourceRef | None:
         """The file and line of a field (or of its nearest ancestor that was in the file)."""
         if self._source is None:
             return None
+        lines = self._lines
+        if lines is None:
+            return self._source
         for end in range(len(path), -1, -1):
-            line = self._lines.get(path[:end])
+            line = lines.get(path[:end])
             if line is not None:
                 return SourceRef(self._source.file, line)
         return self._source
