@@ -7,6 +7,7 @@ in Kubernetes' order (apiVersion, kind, metadata, spec) without empty fields.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -96,7 +97,7 @@ class Resource(OpenModel):
 
     @property
     def group(self) -> str:
-        return self.api_version.rsplit("/", 1)[0] if "/" in self.api_version else ""
+        return _group_of(self.api_version)
 
     def to_manifest(self) -> dict[str, Any]:
         """The resource as a manifest dict: Kubernetes key order, no null or empty defaults."""
@@ -107,6 +108,12 @@ class Resource(OpenModel):
         meta = {k: v for k, v in data.pop("metadata", {}).items() if v not in ({}, None)}
         head = {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta}
         return {**head, **data}
+
+
+@functools.lru_cache(maxsize=256)
+def _group_of(api_version: str) -> str:
+    """The API group of ``group/version`` (empty for the core ``v1``); few are in use."""
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
 
 
 class Passthrough(Resource):
