@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 
 import pytest
 
 from meshwasm.manifests import ManifestError, Passthrough, core, load, tsb
+from meshwasm.manifests import loader as loader_module
 
 # The seed README's `kustomize build --reorder none | k apply -f -` output, in order.
 SEED_ORDER = [
@@ -288,3 +290,24 @@ def test_config_schema_annotations_are_checked_at_load(tmp_path):
 def test_missing_path_is_a_manifest_error(tmp_path):
     with pytest.raises(ManifestError, match="does not exist"):
         load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    ("cwd", "path", "shown"),
+    [
+        ("/work/tree", "/work/tree/gw.yaml", "gw.yaml"),
+        ("/work/tree", "/work/tree/a/../gw.yaml", "gw.yaml"),
+        ("/work/tree", "/work/tree", "/work/tree"),  # the directory itself is not under itself
+        ("/work/tree", "/work/treetop/gw.yaml", "/work/treetop/gw.yaml"),  # a prefix, not a parent
+        ("/work/tree", "/elsewhere/gw.yaml", "/elsewhere/gw.yaml"),
+        ("/work/tree", "relative/gw.yaml", "relative/gw.yaml"),
+        ("/", "/work/gw.yaml", "work/gw.yaml"),
+        ("/", "/", "/"),
+        ("/", "//net/gw.yaml", "//net/gw.yaml"),  # a "//" root is not under "/"
+    ],
+)
+def test_paths_in_messages_are_relative_to_the_working_directory_when_under_it(
+    monkeypatch: pytest.MonkeyPatch, cwd: str, path: str, shown: str
+) -> None:
+    monkeypatch.setattr(os, "getcwd", lambda: cwd)
+    assert loader_module._display(Path(path)) == shown

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
-from meshwasm.manifests import tsb
+from meshwasm.manifests import istio, tsb
 
 
 def extension(**spec):
@@ -108,3 +110,31 @@ def test_tls_server_is_typed():
     assert gw.spec.http[0].tls_enabled
     assert gw.spec.http[0].tls is not None
     assert gw.spec.http[0].tls.secret_name == "cert"
+
+
+_REF = {"kind": "Gateway", "group": "gateway.networking.k8s.io", "name": "gw"}
+
+
+@pytest.mark.parametrize(
+    ("ways", "refused"),
+    [
+        ({"selector": {"matchLabels": {"app": "gw"}}}, None),
+        ({"selector": {}}, None),
+        ({"targetRef": _REF}, None),
+        ({"targetRefs": [_REF]}, None),
+        ({"selector": {"matchLabels": {"app": "gw"}}, "targetRefs": []}, None),  # an empty list is unset
+        ({"selector": {"matchLabels": {"app": "gw"}}, "targetRef": _REF}, "['selector', 'targetRef']"),
+        ({"selector": {}, "targetRefs": [_REF]}, "['selector', 'targetRefs']"),
+        ({"targetRef": _REF, "targetRefs": [_REF]}, "['targetRef', 'targetRefs']"),
+    ],
+)
+def test_a_wasm_plugin_attaches_one_way_at_most(ways: dict[str, object], refused: str | None) -> None:
+    spec = {"url": "oci://r.example/p:v1", **ways}
+    if refused is None:
+        istio.WasmPluginSpec.model_validate(spec)
+        return
+    with pytest.raises(
+        ValidationError,
+        match=re.escape(f"only one of selector, targetRef or targetRefs may be set (found {refused})"),
+    ):
+        istio.WasmPluginSpec.model_validate(spec)

@@ -7,6 +7,7 @@ in Kubernetes' order (apiVersion, kind, metadata, spec) without empty fields.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -50,7 +51,9 @@ class Resource(OpenModel):
     kind: str
     metadata: ObjectMeta
     _source: SourceRef | None = PrivateAttr(default=None)
-    _lines: Mapping[tuple[str | int, ...], int] = PrivateAttr(default_factory=dict)
+    # None when there are no lines (a plain default: no factory call and no dict per resource,
+    # and resources are built by the ten thousand in a render).
+    _lines: Mapping[tuple[str | int, ...], int] | None = PrivateAttr(default=None)
 
     @property
     def source(self) -> SourceRef | None:
@@ -62,15 +65,18 @@ class Resource(OpenModel):
     ) -> Resource:
         """Record where this resource was read (and the line of each field, for messages)."""
         self._source = source
-        self._lines = lines if lines is not None else {}
+        self._lines = lines
         return self
 
     def where(self, path: tuple[str | int, ...] = ()) -> SourceRef | None:
         """The file and line of a field (or of its nearest ancestor that was in the file)."""
         if self._source is None:
             return None
+        lines = self._lines
+        if lines is None:
+            return self._source
         for end in range(len(path), -1, -1):
-            line = self._lines.get(path[:end])
+            line = lines.get(path[:end])
             if line is not None:
                 return SourceRef(self._source.file, line)
         return self._source
@@ -91,7 +97,7 @@ class Resource(OpenModel):
 
     @property
     def group(self) -> str:
-        return self.api_version.rsplit("/", 1)[0] if "/" in self.api_version else ""
+        return _group_of(self.api_version)
 
     def to_manifest(self) -> dict[str, Any]:
         """The resource as a manifest dict: Kubernetes key order, no null or empty defaults."""
@@ -102,6 +108,12 @@ class Resource(OpenModel):
         meta = {k: v for k, v in data.pop("metadata", {}).items() if v not in ({}, None)}
         head = {"apiVersion": self.api_version, "kind": self.kind, "metadata": meta}
         return {**head, **data}
+
+
+@functools.lru_cache(maxsize=256)
+def _group_of(api_version: str) -> str:
+    """The API group of ``group/version`` (empty for the core ``v1``); few are in use."""
+    return api_version.rsplit("/", 1)[0] if "/" in api_version else ""
 
 
 class Passthrough(Resource):

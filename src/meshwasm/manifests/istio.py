@@ -84,6 +84,8 @@ class WasmPluginSpec(Model):
     @model_validator(mode="after")
     def _selector_or_target_refs(self) -> WasmPluginSpec:
         # Istio's validation (validateOneOfSelectorType) admits only one way of attaching.
+        if self.target_ref is None and not self.target_refs:
+            return self  # at most a selector (every WasmPlugin a translation emits): one way at most
         attachments = [
             name
             for name, value in (

@@ -105,10 +105,20 @@ def _load(path: Path) -> LoadedTree:
 
 def _display(path: Path) -> str:
     """A path as people typed it: relative to the working directory when under it."""
+    text = str(path)
+    if not path.is_absolute():
+        return text
+    cwd = os.getcwd()
+    # Under the working directory (a strict descendant of it): told from the strings, which a Path
+    # keeps normalised, except under a "//" root, which only Path's own comparison tells apart.
+    if text.startswith("//"):
+        under = Path(cwd) in path.parents
+    else:
+        under = text != cwd and text.startswith(cwd.rstrip(os.sep) + os.sep)
     try:
-        return os.path.relpath(path) if path.is_absolute() and Path.cwd() in path.parents else str(path)
+        return os.path.relpath(text, cwd) if under else text
     except ValueError:
-        return str(path)
+        return text
 
 
 def _kustomization_in(directory: Path) -> Path | None:
@@ -119,6 +129,20 @@ def _kustomization_in(directory: Path) -> Path | None:
     return None
 
 
+@dataclass(frozen=True)
+class _Via:
+    """The kustomization entry a path was named by, for messages about it: its line is looked up
+    only when a message needs it (a JSON file's lines are found by reading it again)."""
+
+    file: str
+    doc: YamlDocument
+    where: FieldPath
+
+    def problem(self) -> Problem:
+        """The place as a message's file, line and field."""
+        return Problem("", file=self.file, line=self.doc.line_of(self.where), field=format_path(self.where))
+
+
 class _TreeLoader:
     def __init__(self, files: TreeFiles) -> None:
         self.problems: list[Problem] = []
@@ -127,20 +151,20 @@ class _TreeLoader:
         self.tree = files
         self.directories: set[str] = set()  # plain directories read (a symlink loop is read once)
 
-    def refuse(self, refusal: TreeRefusal, where: Problem | None, path: Path) -> None:
-        at = where or Problem("", file=_display(path))
+    def refuse(self, refusal: TreeRefusal, via: _Via | None, path: Path) -> None:
+        at = via.problem() if via is not None else Problem("", file=_display(path))
         self.problems.append(Problem(refusal.message, file=at.file, line=at.line, field=at.field))
 
     # -- walking ---------------------------------------------------------------------------
 
-    def path(self, path: Path, *, via: Problem | None, stack: tuple[Path, ...]) -> Iterator[YamlDocument]:
+    def path(self, path: Path, *, via: _Via | None, stack: tuple[Path, ...]) -> Iterator[YamlDocument]:
         try:
             kind = self.tree.kind(path)
         except TreeRefusal as refusal:
             self.refuse(refusal, via, path)
             return
         if kind == "missing":
-            where = via or Problem("", file=_display(path))
+            where = via.problem() if via is not None else Problem("", file=_display(path))
             self.problems.append(
                 Problem(f"{path} does not exist", file=where.file, line=where.line, field=where.field)
             )
@@ -180,7 +204,7 @@ class _TreeLoader:
             if kinds.get(entry) == "dir":
                 yield from self.path(entry, via=None, stack=stack)
 
-    def read(self, path: Path, via: Problem | None) -> str | None:
+    def read(self, path: Path, via: _Via | None) -> str | None:
         """The text of a tree file through the restrictor and caps; None (and a problem) if refused."""
         self.files.append(path)
         try:
@@ -189,7 +213,7 @@ class _TreeLoader:
             self.refuse(refusal, via, path)
             return None
 
-    def file(self, path: Path, *, via: Problem | None = None) -> Iterator[YamlDocument]:
+    def file(self, path: Path, *, via: _Via | None = None) -> Iterator[YamlDocument]:
         text = self.read(path, via)
         if text is None:
             return
@@ -261,17 +285,19 @@ class _TreeLoader:
                 continue
             entries.extend(((list_key, i), entry) for i, entry in enumerate(listed))
         for where, entry in entries:
-            via = Problem("", file=display, line=doc.line_of(where), field=format_path(where))
+            via = _Via(display, doc, where)
             if not isinstance(entry, str) or not entry:
-                self.problems.append(Problem("must be a path", file=via.file, line=via.line, field=via.field))
+                at = via.problem()
+                self.problems.append(Problem("must be a path", file=at.file, line=at.line, field=at.field))
                 continue
             if "://" in entry or entry.startswith(("github.com/", "git@")):
+                at = via.problem()
                 self.problems.append(
                     Problem(
                         f"remote resource {entry!r} is not supported; vendor it into the tree",
-                        file=via.file,
-                        line=via.line,
-                        field=via.field,
+                        file=at.file,
+                        line=at.line,
+                        field=at.field,
                     )
                 )
                 continue

@@ -87,7 +87,10 @@ class TreeFiles:
     def kind(self, path: Path) -> str:
         """``dir``, ``file`` or ``missing`` for a path under the root; :class:`TreeRefusal` for
         anything else (a FIFO, a device, a socket, a symlink leading out)."""
-        real = self.real(path)
+        return self._kind_at(path, self.real(path))
+
+    def _kind_at(self, path: Path, real: str) -> str:
+        """:meth:`kind` of ``path``, whose symlinks lead to ``real`` (checked to be under the root)."""
         try:
             mode = os.stat(real).st_mode
         except FileNotFoundError:
@@ -105,13 +108,15 @@ class TreeFiles:
 
     def read_text(self, path: Path, *, limit: int = MAX_FILE_BYTES) -> str:
         """The text of a regular file under the root, at most ``limit`` bytes, as UTF-8."""
-        if self.kind(path) != "file":
+        # One resolution serves the check and the open (the open still refuses a last-moment symlink).
+        real = self.real(path)
+        if self._kind_at(path, real) != "file":
             raise TreeRefusal(f"{path} is not a file")
         if self.files_read >= MAX_FILES:
             raise TreeRefusal(f"the tree has more than {MAX_FILES:,} files; meshwasm reads no more")
         flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
         try:
-            fd = os.open(self.real(path), flags)
+            fd = os.open(real, flags)
         except OSError as exc:
             raise TreeRefusal(f"{path}: cannot open: {exc.strerror}") from None
         try:

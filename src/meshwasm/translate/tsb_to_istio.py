@@ -97,8 +97,9 @@ class _Context:
         self.warnings: list[Problem] = []
         self.extensions: dict[str, tsb.WasmExtension] = {}
         self.schemas: dict[int, ConfigSchema | None] = {}
-        # Per extension: what its WasmPlugins share, and the family that checks them.
-        self.templates: dict[str, tuple[dict[str, Any], SpecFamily]] = {}
+        # Per extension (by identity: they live as long as the translation): its fqn, what its
+        # WasmPlugins share, and the family that checks them.
+        self.templates: dict[int, tuple[str, dict[str, Any], SpecFamily]] = {}
         # What the families have seen pass in their plugins' own fields (a gateway's selector is
         # in one plugin of each extension it attaches).
         self.passed_holes: PassedHoles = {}
@@ -217,6 +218,7 @@ class _Context:
             config = self.plugin_config(gw, path, attachment, extension)
             if config is None:
                 continue
+            extension_fqn, template, family = self.spec_template(extension)
             name = f"{gw.name}-{extension.name}{index}"
             self.claim(gw, "WasmPlugin", namespace, name)
             metadata = {
@@ -224,9 +226,8 @@ class _Context:
                 "namespace": namespace,
                 "labels": labels,
                 # The content hash is filled in once the spec is whole; its place is kept.
-                "annotations": {**base_annotations, ANN_CONTENT_HASH: "", ANN_EXTENSION: extension.fqn},
+                "annotations": {**base_annotations, ANN_CONTENT_HASH: "", ANN_EXTENSION: extension_fqn},
             }
-            template, family = self.spec_template(extension)
             plugin, manifest = emitted.wasm_plugin(
                 template, metadata=metadata, selector=selector, config=config
             )
@@ -269,8 +270,9 @@ class _Context:
     def claim(self, gw: tsb.Gateway, kind: str, namespace: str, name: str) -> None:
         """Two gateways must not produce the same Istio resource (one would silently replace the other)."""
         key = (kind, namespace, name)
-        other = self.emitted.setdefault(key, gw.ref)
-        if other != gw.ref:
+        ref = gw.ref
+        other = self.emitted.setdefault(key, ref)
+        if other != ref:
             self.problem(
                 gw, ("metadata", "name"), f"{kind} {namespace}/{name} is also produced by {other}; rename one"
             )
@@ -391,11 +393,11 @@ class _Context:
                 subject=_attachment_subject(gw, path, attachment),
             )
             return None
-        tenant_fqn = f"organizations/{gw.organization}/tenants/{gw.tenant}"
         allowed = extension.spec.allowed_in
-        if allowed and not any(
-            tenant_fqn == a or tenant_fqn.startswith(a.rstrip("/") + "/") for a in allowed
-        ):
+        if not allowed:
+            return extension
+        tenant_fqn = f"organizations/{gw.organization}/tenants/{gw.tenant}"
+        if not any(tenant_fqn == a or tenant_fqn.startswith(a.rstrip("/") + "/") for a in allowed):
             self.problem(
                 gw,
                 (*_loc(path), "fqn"),
@@ -426,16 +428,18 @@ class _Context:
             )
         return None if violations else config
 
-    def spec_template(self, extension: tsb.WasmExtension) -> tuple[dict[str, Any], SpecFamily]:
-        """What every WasmPlugin of ``extension`` shares (emitted.spec_template), made once, and
-        the family that checks those plugins against the CRD (its holes: what each fills in)."""
-        found = self.templates.get(extension.fqn)
+    def spec_template(self, extension: tsb.WasmExtension) -> tuple[str, dict[str, Any], SpecFamily]:
+        """The extension's fqn, what every WasmPlugin of ``extension`` shares
+        (emitted.spec_template), made once, and the family that checks those plugins against the
+        CRD (its holes: what each fills in)."""
+        found = self.templates.get(id(extension))
         if found is None:
             url = fetcher_url(extension.spec.module_url, self.fetcher_base)
             family = SpecFamily(
                 istio.WASM_API_VERSION, "WasmPlugin", emitted.PLUGIN_HOLES, passed=self.passed_holes
             )
-            found = self.templates[extension.fqn] = (emitted.spec_template(extension, url), family)
+            found = (extension.fqn, emitted.spec_template(extension, url), family)
+            self.templates[id(extension)] = found
         return found
 
 
