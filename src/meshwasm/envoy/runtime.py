@@ -138,23 +138,8 @@ class FileXdsEnvoy:
         )
 
     def _wait_listeners_update(self, before: tuple[int, int], timeout: float) -> None:
-        outcome: list[bool] = []
-
-        def settled() -> bool:
-            now = self.listener_updates()
-            if now is not None and now[1] > before[1]:
-                outcome.append(False)
-            elif now is not None and now[0] > before[0]:
-                outcome.append(True)
-            return bool(outcome)
-
-        if not wait_until(settled, timeout=timeout, interval=0.05, alive=self.process.alive):
-            self.process.ensure_alive()
-            raise MeshwasmError(
-                f"Envoy neither accepted nor refused the listeners within {timeout:.0f} s;"
-                f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
-            )
-        if not outcome[0]:
+        accepted = self._wait_update(self.listener_updates, before, timeout, "the listeners")
+        if not accepted:
             refusals = self.process.log_lines("lds: listener")
             reason = refusals[-1].split("] ", 2)[-1] if refusals else f"see {self.process.log_path}"
             raise MeshwasmError(f"Envoy refused the listeners and keeps the previous ones: {reason}")
@@ -229,20 +214,31 @@ class FileXdsEnvoy:
     def wait_filter_update(self, name: str, before: tuple[int, int], timeout: float = 120.0) -> bool:
         """After writing filter ``name``: True once Envoy accepted the update, False if it
         rejected it (then the filter's previous config, if any, keeps serving)."""
+        return self._wait_update(lambda: self.filter_updates(name), before, timeout, f"ECDS filter {name}")
+
+    def _wait_update(
+        self,
+        counts: Callable[[], tuple[int, int] | None],
+        before: tuple[int, int],
+        timeout: float,
+        what: str,
+    ) -> bool:
+        """Poll (accepted, rejected) counters until one grows past ``before``: False for a
+        rejection (checked first), True for an acceptance; an error naming ``what`` otherwise."""
         outcome: list[bool] = []
 
         def settled() -> bool:
-            accepted, rejected = self.filter_updates(name)
-            if rejected > before[1]:
+            now = counts()
+            if now is not None and now[1] > before[1]:
                 outcome.append(False)
-            elif accepted > before[0]:
+            elif now is not None and now[0] > before[0]:
                 outcome.append(True)
             return bool(outcome)
 
         if not wait_until(settled, timeout=timeout, interval=0.05, alive=self.process.alive):
             self.process.ensure_alive()
             raise MeshwasmError(
-                f"Envoy neither accepted nor rejected ECDS filter {name} within {timeout:.0f} s;"
+                f"Envoy neither accepted nor rejected {what} within {timeout:.0f} s;"
                 f" last lines of {self.process.log_path}:\n{self.process.log_tail()}"
             )
         return outcome[0]

@@ -4,6 +4,8 @@ objects a test answers them with."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from meshwasm.host import protowire
 from meshwasm.host.abi import Status
 from meshwasm.host.callouts import PendingGrpcCall, PendingHttpCall
@@ -208,21 +210,21 @@ def proxy_grpc_send(vm: VmState, token: int, message_ptr: int, message_size: int
 
 @host_function("env.proxy_grpc_close")
 def proxy_grpc_close(vm: VmState, token: int) -> int:
-    if _grpc_kind(token) is None:
-        return Status.BAD_ARGUMENT
-    pending = _find_grpc(vm, token)
-    if pending is None:
-        return Status.NOT_FOUND
-    pending.plugin_closed()
-    return Status.OK
+    return _end_grpc(vm, token, PendingGrpcCall.plugin_closed)
 
 
 @host_function("env.proxy_grpc_cancel")
 def proxy_grpc_cancel(vm: VmState, token: int) -> int:
+    return _end_grpc(vm, token, PendingGrpcCall.plugin_cancelled)
+
+
+def _end_grpc(vm: VmState, token: int, end: Callable[[PendingGrpcCall], None]) -> int:
+    """Close or cancel the call or stream ``token`` names: BadArgument for a token of neither
+    kind, NotFound for one that is not pending (as Envoy answers)."""
     if _grpc_kind(token) is None:
         return Status.BAD_ARGUMENT
     pending = _find_grpc(vm, token)
     if pending is None:
         return Status.NOT_FOUND
-    pending.plugin_cancelled()
+    end(pending)
     return Status.OK
